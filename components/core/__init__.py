@@ -1,0 +1,1 @@
+"""Shared core: the project spec, data I/O, column typing and errors."""

@@ -1,0 +1,337 @@
+"""The project spec (`kubeloop.yaml`): one pydantic model for the whole loop.
+
+The spec flows CLI → pipeline parameter (`spec_json`) → each component, which re-validates
+it with :func:`Spec.model_validate_json`. Secrets never live in it: `${VAR}` references
+are resolved from the environment when the file is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kubeloop.components.core.errors import SpecError
+
+TaskType = Literal["auto", "binary", "multiclass", "regression"]
+ResolvedTask = Literal["binary", "multiclass", "regression"]
+Severity = Literal["warn", "block"]
+
+DERIVED_ENTITY = "row_id"
+DERIVED_TIMESTAMP = "ingested_at"
+
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SplitSpec(Section):
+    strategy: Literal["auto", "time", "entity", "stratified", "random"] = "auto"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 42
+
+    @field_validator("fractions")
+    @classmethod
+    def _sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"expected three positive fractions summing to 1, got {list(v)}")
+        return v
+
+
+class CleanSpec(Section):
+    """Cleaning rules; parameters are fitted on the training split only."""
+
+    impute_numeric: Literal["median", "mean"] = "median"
+    impute_categorical: Literal["mode", "missing"] = "missing"
+    # Values outside these training quantiles are capped (winsorised).
+    cap_quantiles: tuple[float, float] = (0.001, 0.999)
+    # Hard physical limits per column, e.g. {tenure_months: [0, 600]}: values outside are
+    # impossible and become missing before imputation.
+    valid_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+
+class DataSpec(Section):
+    source: str = Field(description="CSV or Parquet file (local path or fsspec URI)")
+    label: str
+    task: TaskType = "auto"
+    entity: str | None = None
+    timestamp: str | None = None
+    features: list[str] | None = None  # None: every other column
+    categorical: list[str] | None = None  # None: inferred from dtypes
+    drop: list[str] = Field(default_factory=list)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    clean: CleanSpec = Field(default_factory=CleanSpec)
+
+    @property
+    def entity_column(self) -> str:
+        return self.entity or DERIVED_ENTITY
+
+    @property
+    def timestamp_column(self) -> str:
+        return self.timestamp or DERIVED_TIMESTAMP
+
+
+class Expectation(Section):
+    """One data expectation; `kind` picks the Great Expectations expectation."""
+
+    kind: Literal[
+        "not_null", "between", "in_set", "unique", "type", "row_count", "columns", "null_fraction"
+    ]
+    column: str | None = None
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] | None = None
+    type: str | None = None
+    mostly: float = 1.0
+    severity: Severity = "block"
+
+
+class ValidationSpec(Section):
+    expectations: list[Expectation] | None = None  # None: suggested from the reference
+    reference: str | None = None  # reference snapshot; None: the last accepted snapshot
+    suggest_severity: Severity = "block"
+    max_null_fraction: float = 0.5
+
+
+class FeatureServiceSpec(Section):
+    name: str | None = None  # None: the project name
+    version: int = 1
+
+    def full_name(self, project: str) -> str:
+        return f"{self.name or project}_v{self.version}"
+
+
+class FeaturesSpec(Section):
+    enabled: bool = True
+    service: FeatureServiceSpec = Field(default_factory=FeatureServiceSpec)
+    online: bool = True  # materialize to the online store for serving
+    store_yaml: str | None = None  # feature_store.yaml; None: local SQLite under workdir
+    ttl_days: int = 3650
+
+
+class AcceleratorSpec(Section):
+    type: str = "nvidia.com/gpu"
+    count: int = 0  # GPUs requested for training on a cluster; 0: CPU
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+
+
+class TrainSpec(Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    hidden_units: list[int] = Field(default_factory=lambda: [128, 64])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embedding_dim: int | None = None  # None: min(16, (cardinality + 1) // 2)
+    patience: int = Field(5, ge=1)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
+
+
+class SearchParam(Section):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} parameter needs 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"expected low < high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        return self
+
+
+TUNABLE = {"learning_rate", "weight_decay", "dropout", "batch_size", "hidden_units",
+           "n_layers", "embedding_dim"}
+
+
+class TuneSpec(Section):
+    enabled: bool = True
+    trials: int = Field(8, ge=1)
+    parallelism: int = Field(4, ge=1)
+    epochs: int = Field(10, ge=1)  # per trial; pruning stops bad trials earlier
+    storage: str | None = None  # Optuna storage URL; None: SQLite under workdir
+    sampler_seed: int = 42
+    search_space: dict[str, SearchParam] = Field(
+        default_factory=lambda: {
+            "learning_rate": SearchParam(type="float", low=1e-4, high=1e-2, log=True),
+            "hidden_units": SearchParam(type="categorical", choices=[32, 64, 128, 256]),
+            "n_layers": SearchParam(type="int", low=1, high=3),
+            "dropout": SearchParam(type="float", low=0.0, high=0.4),
+        }
+    )
+
+    @field_validator("search_space")
+    @classmethod
+    def _known_params(cls, v: dict[str, SearchParam]) -> dict[str, SearchParam]:
+        unknown = sorted(set(v) - TUNABLE)
+        if unknown:
+            raise ValueError(
+                f"unknown tunable parameter(s) {unknown}; expected some of {sorted(TUNABLE)}"
+            )
+        return v
+
+
+class EvaluateSpec(Section):
+    metric: str | None = None  # primary metric; None: roc_auc (binary), f1_macro, rmse
+    minimums: dict[str, float] = Field(default_factory=dict)  # higher-is-better floors
+    maximums: dict[str, float] = Field(default_factory=dict)  # lower-is-better ceilings
+    champion_margin: float = 0.0  # the candidate must beat the champion by this much
+    slice_by: list[str] = Field(default_factory=list)
+    threshold: Literal["f1", "youden", "fixed"] = "f1"
+    fixed_threshold: float = 0.5
+    calibration_bins: int = 10
+
+
+class ServeSpec(Section):
+    host: str = "127.0.0.1"
+    port: int = 3000
+    canary_steps: list[int] = Field(default_factory=lambda: [5, 10, 25, 50, 100])
+    interval_s: float = 60.0
+
+
+class MonitorSpec(Section):
+    prometheus_url: str = "http://127.0.0.1:9090"
+    drift_window: int = 1000
+    false_alarm_rate: float = 0.01
+
+
+class RetrainSpec(Section):
+    enabled: bool = True
+    cooldown_s: float = 3600.0
+    daily_budget: int = 3
+
+
+class Spec(Section):
+    """The whole project: every section of the loop."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    description: str = ""
+    workdir: str = ".kubeloop"  # local state: artifacts, runs, feature store, study
+    data: DataSpec
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    serve: ServeSpec = Field(default_factory=ServeSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+
+    @property
+    def feature_service(self) -> str:
+        return self.features.service.full_name(self.name)
+
+    def spec_hash(self) -> str:
+        """Stable hash of the validated spec (defaults included)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def resolve_paths(self, base: Path) -> Spec:
+        """Make local paths absolute against `base` (the spec file's folder)."""
+
+        def resolve(p: str | None) -> str | None:
+            if p is None or "://" in p or Path(p).is_absolute():
+                return p
+            return str((base / p).resolve())
+
+        data = self.data.model_copy(update={"source": resolve(self.data.source)})
+        validation = self.validation.model_copy(
+            update={"reference": resolve(self.validation.reference)}
+        )
+        features = self.features.model_copy(update={"store_yaml": resolve(self.features.store_yaml)})
+        return self.model_copy(
+            update={
+                "workdir": resolve(self.workdir),
+                "data": data,
+                "validation": validation,
+                "features": features,
+            }
+        )
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            value = os.environ.get(name, default)
+            if value is None:
+                raise SpecError(
+                    f"{path}: environment variable ${{{name}}} is not set "
+                    f"(set it, or write ${{{name}:-default}})"
+                )
+            return value
+
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key")
+        else:
+            lines.append(f"{loc}: {e['msg']}")
+    return f"{source}: invalid spec\n  " + "\n  ".join(lines)
+
+
+def parse_spec(raw: dict[str, Any], source: str = "spec") -> Spec:
+    """Validate a spec mapping (after `${VAR}` interpolation)."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Spec.model_validate(_interpolate(raw, ""))
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source)) from None
+
+
+def load_spec(path: str | Path, *, resolve: bool = True) -> Spec:
+    """Load and validate `kubeloop.yaml`; relative paths resolve against its folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: spec file not found (create one with `kubeloop init`)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(f"{p}: not valid YAML: {err}") from None
+    spec = parse_spec(raw, str(p))
+    return spec.resolve_paths(p.parent.resolve()) if resolve else spec
+
+
+def spec_from_json(spec_json: str) -> Spec:
+    """What components call: re-validate the spec passed as a pipeline parameter."""
+    try:
+        return Spec.model_validate_json(spec_json)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, "spec_json")) from None
