@@ -26,10 +26,11 @@ def read_table(path: str | Path, *, what: str = "data.source") -> pd.DataFrame:
         raise DataError(f"{what}: file is empty: {p}")
     suffix = Path(p.split("?")[0]).suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
-        elif suffix == ".csv":
+        if suffix == ".csv":
             df = pd.read_csv(p, low_memory=False)
+        elif suffix in (".parquet", ".pq", ""):
+            # No suffix: a KFP artifact path, which stages always write as Parquet.
+            df = pd.read_parquet(p)
         else:
             raise DataError(f"{what}: expected a .csv or .parquet file, got {p}")
     except pd.errors.EmptyDataError:

@@ -1,0 +1,213 @@
+"""The `kubeloop` command line: one Typer app with a sub-app per area."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from kubeloop import __version__
+from kubeloop.components.core.errors import KubeloopError
+
+app = typer.Typer(
+    name="kubeloop",
+    help="kubeloop: validate, engineer features, tune, train, evaluate and register models "
+    "in one loop — on this machine (kfp.local) or on Kubeflow Pipelines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Demo and sample datasets.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="Compile, run locally, or submit the training pipeline.",
+                           no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(pipeline_app, name="pipeline")
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+SpecOption = Annotated[
+    Path, typer.Option("--spec", "-s", help="Project spec file.", show_default=True)
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn KubeloopError into a red one-paragraph message and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KubeloopError as err:
+            err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"kubeloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """kubeloop command line."""
+
+
+@app.command()
+@user_errors
+def init(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the spec.")] = Path(
+        "kubeloop.yaml"
+    ),
+    source: Annotated[str, typer.Option(help="Data file (CSV or Parquet).")] = "data.csv",
+    label: Annotated[str, typer.Option(help="Label column.")] = "label",
+    name: Annotated[str, typer.Option(help="Project name.")] = "my_project",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter spec (every section, with defaults)."""
+    from kubeloop.components.core.spec import parse_spec
+
+    if out.exists() and not force:
+        raise KubeloopError(f"{out}: already exists (use --force to overwrite)")
+    template = (Path(__file__).parent / "starter.yaml").read_text()
+    text = template.format(name=name, source=source, label=label)
+    import yaml
+
+    parse_spec(yaml.safe_load(text), str(out))  # the starter must itself be valid
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out_console.print(f"wrote {out} — edit data.source and data.label, then run "
+                      f"`kubeloop pipeline run --spec {out}`")
+
+
+@data_app.command("demo")
+@user_errors
+def data_demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo"),
+    rows: Annotated[int, typer.Option("--rows", "-n", min=100, help="Rows to generate.")] = 20000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+    drift: Annotated[
+        bool, typer.Option(help="Also write a later, shifted period (covariate + concept).")
+    ] = False,
+) -> None:
+    """Write the customer-churn demo dataset (with realistic dirt) and a ready spec."""
+    from kubeloop.components.datasets.churn import write_demo
+
+    paths = write_demo(out, rows=rows, seed=seed, drift=drift)
+    for what, path in paths.items():
+        out_console.print(f"{what}: {path}")
+
+
+@data_app.command("public")
+@user_errors
+def data_public(
+    name: Annotated[str, typer.Argument(help="breast_cancer | wine | diabetes")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("data"),
+) -> None:
+    """Export a real public dataset bundled with scikit-learn (no download)."""
+    from kubeloop.components.datasets.public import export
+
+    path, label = export(name, out)
+    out_console.print(f"wrote {path} (label column: {label})")
+
+
+@pipeline_app.command("compile")
+@user_errors
+def pipeline_compile(
+    spec: SpecOption = Path("kubeloop.yaml"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="IR YAML to write.")] = Path(
+        "pipeline.yaml"
+    ),
+) -> None:
+    """Compile the training pipeline to Kubeflow Pipelines IR YAML."""
+    from kubeloop.components.core.spec import load_spec
+    from kubeloop.pipelines.compile import compile_pipeline
+
+    path = compile_pipeline(load_spec(spec, resolve=False), out)
+    out_console.print(f"wrote {path}")
+
+
+def _print_summary(summary: Any) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    ok = summary.status == "succeeded"
+    colour = {"succeeded": "green", "gate_failed": "yellow"}.get(summary.status, "red")
+    table = Table.grid(padding=(0, 2))
+    table.add_row("run", summary.run_id)
+    table.add_row("status", f"[{colour}]{summary.status}[/]")
+    if summary.failed_step:
+        table.add_row("failed step", summary.failed_step)
+    if summary.error:
+        table.add_row("error", summary.error)
+    if summary.gate_passed is not None:
+        verdict = "[green]passed[/]" if summary.gate_passed else "[yellow]failed[/]"
+        table.add_row("gate", verdict)
+        for reason in summary.gate_reasons:
+            table.add_row("", f"• {reason}")
+    for name, value in sorted(summary.metrics.items()):
+        mark = " (primary)" if name == summary.primary_metric else ""
+        table.add_row(name, f"{value:.4f}{mark}")
+    table.add_row("model", summary.model_tag or "[dim]not registered[/]")
+    if summary.report:
+        table.add_row("report", summary.report)
+    if summary.validation_report and not ok:
+        table.add_row("validation report", summary.validation_report)
+    table.add_row("log", summary.log)
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    out_console.print(Panel(table, title="kubeloop pipeline run", border_style=colour))
+
+
+@pipeline_app.command("run")
+@user_errors
+def pipeline_run(
+    spec: SpecOption = Path("kubeloop.yaml"),
+    host: Annotated[
+        str | None,
+        typer.Option(help="Kubeflow Pipelines endpoint: submit there instead of running here."),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the training pipeline locally through kfp.local (or submit it with --host)."""
+    from kubeloop.components.core.spec import load_spec
+    from kubeloop.pipelines.local import new_run_id, run_local
+
+    if host:
+        from kubeloop.pipelines.submit import submit
+
+        loaded = load_spec(spec, resolve=False)
+        kfp_run = submit(loaded, host, run_id or new_run_id(loaded))
+        out_console.print(f"submitted run {kfp_run} to {host}")
+        return
+    summary = run_local(load_spec(spec), run_id=run_id)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.model_dump(mode="json"), indent=2) + "\n")
+    else:
+        _print_summary(summary)
+    if summary.status not in ("succeeded", "gate_failed"):
+        raise typer.Exit(1)
+
+
+def _mount_registry_apps() -> None:
+    from kubeloop.pipelines.cli.models import app as models_app
+    from kubeloop.pipelines.cli.runs import app as runs_app
+
+    app.add_typer(models_app, name="models", help="Registered models (BentoML store).")
+    app.add_typer(runs_app, name="runs", help="Pipeline run history.")
+
+
+_mount_registry_apps()

@@ -1,0 +1,201 @@
+"""Run the training pipeline on this machine through `kfp.local`, with progress display.
+
+kfp.local prints its own log (task starts/ends, the tasks' streamed output) to stdout;
+the runner tees it into `{workdir}/runs/<run_id>/pipeline.log` and turns the task lines
+into a live progress display. Each task appends its outcome to the run's steps file;
+when the run ends they are folded into the run record (`kubeloop runs show`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from secrets import token_hex
+from typing import Any
+
+from pydantic import BaseModel
+
+from kubeloop.components.core.spec import Spec
+from kubeloop.components.tracking.steps import read_events
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+class RunSummary(BaseModel):
+    """What `kubeloop pipeline run` reports at the end."""
+
+    run_id: str
+    status: str  # succeeded | gate_failed | blocked | failed
+    seconds: float
+    failed_step: str | None = None
+    error: str | None = None
+    gate_passed: bool | None = None
+    gate_reasons: list[str] = []
+    primary_metric: str | None = None
+    metrics: dict[str, float] = {}
+    model_tag: str | None = None
+    report: str | None = None
+    validation_report: str | None = None
+    log: str
+    task_seconds: float = 0.0  # wall time covered by task bodies (intervals merged)
+
+
+def new_run_id(spec: Spec) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{spec.name}-{stamp}-{token_hex(2)}"
+
+
+class _LineTee(io.TextIOBase):
+    """A stdout stand-in: everything goes to the log file, each line to a callback."""
+
+    def __init__(self, log: io.TextIOBase, on_line: Callable[[str], None]) -> None:
+        self._log = log
+        self._on_line = on_line
+        self._partial = ""
+
+    def write(self, s: str) -> int:
+        self._log.write(s)
+        self._partial += s
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._on_line(_ANSI.sub("", line).strip())
+        return len(s)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
+def _merged_seconds(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(intervals):
+        if e <= end:
+            continue
+        total += e - max(s, end)
+        end = e
+    return total
+
+
+def summarize(run_id: str, events: list[dict[str, Any]], seconds: float, log: str) -> RunSummary:
+    """Fold the tasks' step events into the run's outcome."""
+    s = RunSummary(run_id=run_id, status="succeeded", seconds=seconds, log=log)
+    for ev in events:
+        fields = ev.get("fields", {})
+        arts = fields.get("artifacts", {})
+        if ev["step"] == "validate":
+            s.validation_report = arts.get("validation_report")
+        if ev["step"] == "evaluate":
+            s.report = arts.get("report", s.report)
+            gate = fields.get("gate") or {}
+            s.gate_passed = gate.get("passed")
+            s.gate_reasons = gate.get("reasons", [])
+            s.metrics = fields.get("metrics", {})
+            s.primary_metric = fields.get("primary_metric")
+        if fields.get("model_tag"):
+            s.model_tag = fields["model_tag"]
+        if ev.get("status") in ("failed", "blocked") and s.failed_step is None:
+            s.status = ev["status"]
+            s.failed_step = ev["step"]
+            s.error = ev.get("error")
+            s.validation_report = ev.get("report") or s.validation_report
+    if s.status == "succeeded" and s.gate_passed is False:
+        s.status = "gate_failed"
+    s.task_seconds = _merged_seconds([(ev["start"], ev["end"]) for ev in events])
+    return s
+
+
+class _Progress:
+    """Live task list; on a non-terminal it prints one line per finished task."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.fields[detail]}"),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+        self._current: str | None = None
+
+    def __enter__(self) -> _Progress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def on_line(self, line: str) -> None:
+        if m := _STARTED.search(line):
+            name = m.group(1)
+            key = name if name not in self._tasks else f"{name}#{len(self._tasks)}"
+            self._tasks[key] = self._progress.add_task(name, total=1, detail="")
+            self._current = key
+        elif m := _FINISHED.search(line):
+            if self._current is not None:
+                ok = m.group(2) == "SUCCESS"
+                desc = m.group(1) if ok else f"[red]✗ {m.group(1)} failed[/]"
+                self._progress.update(
+                    self._tasks[self._current], completed=1, description=desc, detail=""
+                )
+                if not ok:
+                    self._progress.stop_task(self._tasks[self._current])
+            self._current = None
+        elif self._current is not None and line and not line.startswith(("20", "---")):
+            self._progress.update(self._tasks[self._current], detail=line[-70:])
+
+
+def run_local(
+    spec: Spec,
+    *,
+    run_id: str | None = None,
+    console: Any = None,
+    runner: Any = None,
+) -> RunSummary:
+    """Run the pipeline with kfp.local (SubprocessRunner in this venv by default)."""
+    from kfp import local
+    from rich.console import Console
+
+    from kubeloop.components.tracking.store import RunStore
+    from kubeloop.pipelines.training import build_training_pipeline
+
+    console = console or Console(stderr=True)
+    run_id = run_id or new_run_id(spec)
+    workdir = Path(spec.workdir)
+    store = RunStore(workdir / "runs")
+    store.start(run_id, spec)
+    run_dir = workdir / "runs" / run_id
+    log_path = run_dir / "pipeline.log"
+
+    local.init(
+        runner=runner or local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(workdir / "pipeline_root"),
+        raise_on_error=True,
+    )
+    pipeline = build_training_pipeline(spec)
+    started = time.perf_counter()
+    error: str | None = None
+    with (
+        log_path.open("w") as log,
+        _Progress(console) as progress,
+        contextlib.redirect_stdout(_LineTee(log, progress.on_line)),
+    ):
+        try:
+            pipeline(spec_json=spec.model_dump_json(), run_id=run_id)
+        except RuntimeError as err:  # kfp.local: "Pipeline ... Inner task failed: x"
+            error = str(err)
+    seconds = time.perf_counter() - started
+    summary = summarize(run_id, read_events(workdir, run_id), seconds, str(log_path))
+    if error and summary.status == "succeeded":
+        summary.status, summary.error = "failed", _ANSI.sub("", error)
+    store.record_summary(run_id, summary.model_dump(mode="json"), read_events(workdir, run_id))
+    return summary
