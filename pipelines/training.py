@@ -5,7 +5,7 @@ register (only when the gate passed). The number of trials and the GPU request a
 compile-time settings, so the pipeline is built from a spec.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
 
 from collections.abc import Callable
 from typing import Any

@@ -1,6 +1,6 @@
 """KFP component: impute and cap with parameters fitted on the training split only."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

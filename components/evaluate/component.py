@@ -1,6 +1,6 @@
 """KFP component: test-split metrics, report and the gate (minimums + champion)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from typing import NamedTuple
 

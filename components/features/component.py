@@ -1,6 +1,6 @@
 """KFP component: Feast point-in-time training sets and online materialization."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

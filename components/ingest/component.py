@@ -1,6 +1,6 @@
 """KFP component: load the raw table, normalize formats and types, drop duplicates."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from typing import NamedTuple
 

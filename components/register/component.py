@@ -1,6 +1,6 @@
 """KFP component: atomic registration in the BentoML model store, labelled `candidate`."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

@@ -1,6 +1,6 @@
 """KFP component: train/validation/test split with a leakage check."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

@@ -1,6 +1,6 @@
 """KFP component: train the tabular PyTorch model (GPU settings come from the pipeline)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

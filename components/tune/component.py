@@ -1,6 +1,6 @@
 """KFP components: an Optuna study whose trials fan out as parallel tasks."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

@@ -1,6 +1,6 @@
 """KFP component: Great Expectations checks; a blocking failure stops the pipeline."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
 
 from kfp import dsl
 

@@ -1,0 +1,77 @@
+"""The CLI in-process (CliRunner): init, compile, --help, error exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from kubeloop.components.core.spec import load_spec
+from kubeloop.pipelines.cli.main import app
+
+runner = CliRunner()
+
+
+def test_help_lists_sub_apps() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for sub in ("init", "data", "pipeline", "models", "runs"):
+        assert sub in result.output
+
+
+def test_init_writes_a_valid_commented_spec(tmp_path: Path) -> None:
+    out = tmp_path / "kubeloop.yaml"
+    result = runner.invoke(
+        app, ["init", "--out", str(out), "--source", "iris.csv", "--label", "species"]
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.count("#") > 20  # commented
+    spec = load_spec(out)
+    assert spec.data.label == "species"
+    assert spec.data.source == str(tmp_path / "iris.csv")
+    assert set(yaml.safe_load(text)) >= {
+        "data", "validation", "features", "train", "tune", "evaluate", "serve", "monitor",
+        "retrain",
+    }
+    again = runner.invoke(app, ["init", "--out", str(out)])
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+
+
+def test_compile_writes_ir(tmp_path: Path) -> None:
+    spec = tmp_path / "kubeloop.yaml"
+    spec.write_text(yaml.safe_dump({"name": "p", "data": {"source": "x.csv", "label": "y"}}))
+    out = tmp_path / "ir.yaml"
+    result = runner.invoke(app, ["pipeline", "compile", "--spec", str(spec), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    ir = yaml.safe_load_all(out.read_text())
+    assert next(ir)["pipelineInfo"]["name"] == "kubeloop-training"
+
+
+def test_unknown_spec_key_exits_non_zero_with_path(tmp_path: Path) -> None:
+    spec = tmp_path / "kubeloop.yaml"
+    spec.write_text(
+        yaml.safe_dump({"name": "p", "data": {"source": "x.csv", "label": "y"}, "trian": {}})
+    )
+    result = runner.invoke(app, ["pipeline", "compile", "--spec", str(spec)])
+    assert result.exit_code == 1
+    assert "trian: unknown key" in result.output
+
+
+def test_submit_to_host_uses_the_kfp_client() -> None:
+    from kubeloop.components.core.spec import parse_spec
+    from kubeloop.pipelines.submit import submit
+
+    calls: list[dict] = []
+
+    class FakeClient:
+        def create_run_from_pipeline_func(self, pipeline_func: object, **kwargs: object) -> object:
+            calls.append({"func": pipeline_func, **kwargs})
+            return type("Run", (), {"run_id": "kfp-123"})()
+
+    spec = parse_spec({"name": "p", "data": {"source": "s3://b/x.csv", "label": "y"}})
+    assert submit(spec, "http://kfp.example", "p-1", client=FakeClient()) == "kfp-123"
+    assert calls[0]["arguments"]["run_id"] == "p-1"
+    assert calls[0]["experiment_name"] == "p"
