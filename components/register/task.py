@@ -1,0 +1,56 @@
+"""Register stage: reference statistics from the train frame, then the BentoML model store."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubeloop.components.core.spec import Spec
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    spec: Spec,
+    model_dir: str,
+    clean_params_path: str,
+    eval_json: str,
+    train_path: str,
+    data_fingerprint: str,
+    run_id: str,
+    report_html: str | None = None,
+    *,
+    audit: dict[str, Any] | None = None,
+) -> str | None:
+    """The registered tag, or None (nothing registered) when the evaluation gate failed."""
+    from kubeloop.components.core.io import read_table
+    from kubeloop.components.core.schema import feature_kinds
+    from kubeloop.components.core.stats import label_stats, reference_stats
+    from kubeloop.components.evaluate.task import load_result
+    from kubeloop.components.register import registry
+
+    result = load_result(eval_json)
+    if not result.gate.passed:
+        log.warning(
+            "gate failed, not registering %s: %s", spec.name, "; ".join(result.gate.reasons)
+        )
+        return None
+    train = read_table(train_path, what="register: train frame")
+    stats = reference_stats(train, feature_kinds(train, spec))
+    if spec.data.label in train.columns:
+        stats["label"] = label_stats(train[spec.data.label], result.task)
+    return registry.register(
+        spec,
+        model_dir=model_dir,
+        clean_params_path=clean_params_path,
+        eval_result=result,
+        data_fingerprint=data_fingerprint,
+        run_id=run_id,
+        reference_stats=stats,
+        report_html=report_html,
+        data_summary={
+            "rows": {"train": len(train), "validation": result.n_val, "test": result.n_test},
+            "audit": audit or {},
+        },
+    )
