@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn import metrics as skm
-
 from kubeloop.components.core.errors import SpecError
 from kubeloop.components.core.spec import parse_spec
 from kubeloop.components.evaluate import metrics as M
 from kubeloop.components.evaluate.task import EvalResult, GateResult, load_result, run
 from kubeloop.components.register import registry
+from sklearn import metrics as skm
 
 # ---------------------------------------------------------------- a fake model (Predictor)
 
@@ -37,11 +36,16 @@ class FakePredictor:
         return np.c_[1 - p, p]
 
 
-def fake_model_dir(path: Path, coef: dict[str, float], task: str = "binary",
-                   features: list[str] | None = None) -> str:
+def fake_model_dir(
+    path: Path, coef: dict[str, float], task: str = "binary", features: list[str] | None = None
+) -> str:
     path.mkdir(parents=True, exist_ok=True)
-    cfg = {"task": task, "classes": [0, 1] if task == "binary" else [],
-           "features": features or ["x", "noise", "c"], "coef": coef}
+    cfg = {
+        "task": task,
+        "classes": [0, 1] if task == "binary" else [],
+        "features": features or ["x", "noise", "c"],
+        "coef": coef,
+    }
     (path / "fake.json").write_text(json.dumps(cfg))
     (path / "checkpoints").mkdir(exist_ok=True)
     (path / "checkpoints" / "epoch1.pt").write_text("big")
@@ -102,24 +106,44 @@ def write_frames(tmp_path: Path, task: str = "binary") -> tuple[str, str]:
 def evaluate(tmp_path: Path, spec: Any, model_dir: str, task: str = "binary") -> EvalResult:
     val, test = write_frames(tmp_path, task)
     return run(
-        spec, model_dir, val, test, str(tmp_path / "out" / "report.html"),
+        spec,
+        model_dir,
+        val,
+        test,
+        str(tmp_path / "out" / "report.html"),
         str(tmp_path / "out" / "metrics.json"),
-        predictor_loader=fake_loader, preprocess_loader=identity_loader,
+        predictor_loader=fake_loader,
+        preprocess_loader=identity_loader,
     )
 
 
-def register_champion(tmp_path: Path, spec: Any, coef: dict[str, float], value: float,
-                      features: list[str] | None = None) -> str:
+def register_champion(
+    tmp_path: Path,
+    spec: Any,
+    coef: dict[str, float],
+    value: float,
+    features: list[str] | None = None,
+) -> str:
     model_dir = fake_model_dir(tmp_path / "champ_model", coef, features=features)
     (tmp_path / "clean.json").write_text("{}")
     result = EvalResult(
-        task="binary", metrics={"roc_auc": value}, primary_metric="roc_auc", primary_value=value,
-        higher_is_better=True, threshold=0.5, classes=[0, 1],
+        task="binary",
+        metrics={"roc_auc": value},
+        primary_metric="roc_auc",
+        primary_value=value,
+        higher_is_better=True,
+        threshold=0.5,
+        classes=[0, 1],
         gate=GateResult(passed=True, reasons=[], candidate_value=value),
     )
     return registry.register(
-        spec, model_dir=model_dir, clean_params_path=str(tmp_path / "clean.json"),
-        eval_result=result, data_fingerprint="fp", run_id="r0", reference_stats={},
+        spec,
+        model_dir=model_dir,
+        clean_params_path=str(tmp_path / "clean.json"),
+        eval_result=result,
+        data_fingerprint="fp",
+        run_id="r0",
+        reference_stats={},
     )
 
 
@@ -238,8 +262,9 @@ def test_gate_fails_on_minimum_and_maximum(tmp_path: Path, store: Path) -> None:
     spec = make_spec(tmp_path, minimums={"roc_auc": 0.99}, maximums={"ece": 0.5})
     result = evaluate(tmp_path, spec, fake_model_dir(tmp_path / "m", {"x": 3.0}))
     assert not result.gate.passed
-    assert any(r.startswith("FAILED: roc_auc") and "< minimum 0.990" in r
-               for r in result.gate.reasons)
+    assert any(
+        r.startswith("FAILED: roc_auc") and "< minimum 0.990" in r for r in result.gate.reasons
+    )
     assert any(r.startswith("ece") and "<= maximum" in r for r in result.gate.reasons)
 
 
@@ -247,9 +272,10 @@ def test_unknown_metric_in_minimums_is_a_spec_error(tmp_path: Path, store: Path)
     spec = make_spec(tmp_path, minimums={"auc": 0.7})
     with pytest.raises(SpecError, match=r"evaluate.minimums.*'auc'.*available: accuracy"):
         evaluate(tmp_path, spec, fake_model_dir(tmp_path / "m", {"x": 3.0}))
-    with pytest.raises(SpecError, match="evaluate.metric"):
-        evaluate(tmp_path, make_spec(tmp_path, metric="rmse"),
-                 fake_model_dir(tmp_path / "m", {"x": 3.0}))
+    with pytest.raises(SpecError, match=r"evaluate\.metric"):
+        evaluate(
+            tmp_path, make_spec(tmp_path, metric="rmse"), fake_model_dir(tmp_path / "m", {"x": 3.0})
+        )
 
 
 def test_gate_fails_against_a_better_champion(tmp_path: Path, store: Path) -> None:
@@ -261,13 +287,13 @@ def test_gate_fails_against_a_better_champion(tmp_path: Path, store: Path) -> No
     assert result.gate.champion_tag == champ
     assert result.gate.champion_value is not None
     assert result.gate.champion_value > result.gate.candidate_value
-    assert any(r.startswith("FAILED: candidate roc_auc") and "does not beat champion" in r
-               for r in result.gate.reasons)
+    assert any(
+        r.startswith("FAILED: candidate roc_auc") and "does not beat champion" in r
+        for r in result.gate.reasons
+    )
 
 
-def test_gate_passes_with_margin_and_fails_with_a_larger_one(
-    tmp_path: Path, store: Path
-) -> None:
+def test_gate_passes_with_margin_and_fails_with_a_larger_one(tmp_path: Path, store: Path) -> None:
     register_champion(tmp_path, make_spec(tmp_path), {"x": 0.5, "noise": 0.8}, 0.7)
     good = fake_model_dir(tmp_path / "good", {"x": 3.0})
     result = evaluate(tmp_path, make_spec(tmp_path, champion_margin=0.01), good)
@@ -290,8 +316,9 @@ def test_champion_that_cannot_score_is_not_compared(tmp_path: Path, store: Path)
 
 def test_regression_run(tmp_path: Path, store: Path) -> None:
     spec = make_spec(tmp_path, maximums={"rmse": 0.5})
-    result = evaluate(tmp_path, spec, fake_model_dir(tmp_path / "m", {"x": 3.0}, "regression"),
-                      task="regression")
+    result = evaluate(
+        tmp_path, spec, fake_model_dir(tmp_path / "m", {"x": 3.0}, "regression"), task="regression"
+    )
     assert result.task == "regression" and result.threshold is None
     assert result.primary_metric == "rmse" and not result.higher_is_better
     assert not result.gate.passed  # the label noise has sd 1

@@ -1,0 +1,151 @@
+"""`kubeloop models`: the registered models in the BentoML model store."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from kubeloop.components.core.errors import KubeloopError
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from kubeloop.components.register.registry import ModelInfo
+
+app = typer.Typer(
+    help="Registered models (BentoML model store at $BENTOML_HOME/models).",
+    no_args_is_help=True,
+)
+F = TypeVar("F", bound=Callable[..., Any])
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def user_errors(fn: F) -> F:
+    """KubeloopError -> red message on stderr, exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KubeloopError as err:
+            Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _primary(info: ModelInfo) -> str:
+    value = info.primary_value
+    return f"{info.primary_metric} {value:.4f}" if value is not None else "-"
+
+
+@app.command("list")
+@user_errors
+def list_models(
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Only this model.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Registered models, newest first."""
+    from kubeloop.components.register import registry
+    from rich.table import Table
+
+    infos = registry.list_models(name)
+    if as_json:
+        print_json([i.model_dump(mode="json") for i in infos])
+        return
+    if not infos:
+        Console().print(f"no registered models in {registry.store_home() / 'models'}")
+        return
+    table = Table("tag", "stage", "primary metric", "created")
+    for i in infos:
+        colour = {"production": "green", "failed": "red", "archived": "dim"}.get(i.stage, "")
+        table.add_row(
+            i.tag,
+            f"[{colour}]{i.stage}[/]" if colour else i.stage,
+            _primary(i),
+            f"{i.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
+def _files(root: Path) -> list[dict[str, Any]]:
+    return [
+        {"path": str(p.relative_to(root)), "bytes": p.stat().st_size}
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    ]
+
+
+@app.command("show")
+@user_errors
+def show(
+    tag: Annotated[str, typer.Argument(help="name:version, name, name:latest or name:<stage>.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Metadata, metrics, files and model card of one model."""
+    from kubeloop.components.register import registry
+    from rich.table import Table
+
+    info = registry.get(tag)
+    root = Path(info.path)
+    files = _files(root)
+    card = root / "model_card.md"
+    if as_json:
+        print_json(
+            {
+                **info.model_dump(mode="json"),
+                "files": files,
+                "model_card": str(card) if card.is_file() else None,
+            }
+        )
+        return
+    console = Console(width=max(120, Console().width))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("tag", info.tag)
+    grid.add_row("stage", info.stage)
+    grid.add_row("created", f"{info.created_at:%Y-%m-%d %H:%M:%S %Z}")
+    grid.add_row("primary", _primary(info))
+    for key in (
+        "threshold",
+        "data_fingerprint",
+        "spec_hash",
+        "run_id",
+        "feature_service",
+        "label",
+        "classes",
+        "features",
+    ):
+        if key in info.metadata:
+            grid.add_row(key, str(info.metadata[key]))
+    grid.add_row("path", info.path)
+    console.print(grid)
+    metrics = Table("metric", "value")
+    for m, v in info.metrics.items():
+        metrics.add_row(m, f"{v:.4f}")
+    console.print(metrics)
+    console.print("files: " + ", ".join(f["path"] for f in files if "/" not in f["path"]))
+    if card.is_file():
+        console.print(f"model card: {card}")
+
+
+@app.command("stage")
+@user_errors
+def set_stage(
+    tag: Annotated[str, typer.Argument(help="Model tag.")],
+    stage: Annotated[
+        str, typer.Argument(help="candidate | production | previous | failed | archived")
+    ],
+) -> None:
+    """Move a model to a stage (promoting demotes the current production to previous)."""
+    from kubeloop.components.register import registry
+
+    info = registry.set_stage(tag, stage)
+    Console().print(f"{info.tag} is now {info.stage}")
