@@ -90,3 +90,12 @@ def test_spec_expectations(churn_spec: Spec, churn_ingested: Path, tmp_path: Pat
     err = _blocked(spec, pd.read_parquet(churn_ingested), tmp_path)
     assert "tenure_months: between failed, expected values in [0.0, 600.0]" in str(err)
     assert "region" not in str(err)  # a warning, not blocking
+
+
+def test_explicit_reference(churn_spec: Spec, churn_ingested: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "ref.parquet"
+    pd.read_parquet(churn_ingested).assign(extra="x").to_parquet(ref)
+    validation = churn_spec.validation.model_copy(update={"reference": str(ref)})
+    spec = churn_spec.model_copy(update={"validation": validation})
+    err = _blocked(spec, pd.read_parquet(churn_ingested), tmp_path)
+    assert "missing ['extra']" in str(err) and str(ref) in (tmp_path / "bad.md").read_text()
