@@ -59,9 +59,7 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
     )
     def training_pipeline(spec_json: str = spec_json_default, run_id: str = "manual") -> None:
         ing = _no_cache(ingest(spec_json=spec_json, run_id=run_id))
-        val = _no_cache(
-            validate(spec_json=spec_json, run_id=run_id, data=ing.outputs["data"])
-        )
+        val = _no_cache(validate(spec_json=spec_json, run_id=run_id, data=ing.outputs["data"]))
         spl = _no_cache(split(spec_json=spec_json, run_id=run_id, data=ing.outputs["data"]))
         spl.after(val)
         cln = _no_cache(

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_packages_listed_in_pyproject_match_folders() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     on_disk = {"kubeloop"}
     for top in ("components", "pipelines", "serving"):
         for init in (ROOT / top).rglob("__init__.py"):
@@ -21,8 +23,19 @@ def test_packages_listed_in_pyproject_match_folders() -> None:
 
 
 def test_top_level_layout() -> None:
-    for name in ("pyproject.toml", "components", "pipelines", "serving", "feature_repo", "k8s",
-                 "helm", "tests", "README.md", "Makefile", ".ci/run"):
+    for name in (
+        "pyproject.toml",
+        "components",
+        "pipelines",
+        "serving",
+        "feature_repo",
+        "k8s",
+        "helm",
+        "tests",
+        "README.md",
+        "Makefile",
+        ".ci/run",
+    ):
         assert (ROOT / name).exists(), name
 
 
@@ -39,8 +52,17 @@ def test_compiling_the_pipeline_imports_no_heavy_library() -> None:
 
 
 def test_every_stage_has_a_task_and_a_component() -> None:
-    stages = ["ingest", "validate", "split", "clean", "features", "tune", "train", "evaluate",
-              "register"]
+    stages = [
+        "ingest",
+        "validate",
+        "split",
+        "clean",
+        "features",
+        "tune",
+        "train",
+        "evaluate",
+        "register",
+    ]
     for stage in stages:
         folder = ROOT / "components" / stage
         assert (folder / "task.py").is_file(), stage

@@ -49,7 +49,8 @@ def resolve_task(df: pd.DataFrame, spec: Spec) -> ResolvedTask:
     label = spec.data.label
     if label not in df.columns:
         raise DataError(
-            f"data.label: column {label!r} not in the data (columns: {sorted(map(str, df.columns))})"
+            f"data.label: column {label!r} not in the data "
+            f"(columns: {sorted(map(str, df.columns))})"
         )
     y = df[label].dropna()
     if y.empty:
@@ -57,9 +58,9 @@ def resolve_task(df: pd.DataFrame, spec: Spec) -> ResolvedTask:
     n = y.nunique()
     task = spec.data.task
     if task == "auto":
-        if pd.api.types.is_float_dtype(y) and not (y == y.round()).all():
-            task = "regression"
-        elif pd.api.types.is_numeric_dtype(y) and n > MAX_CLASSES:
+        if (pd.api.types.is_float_dtype(y) and not (y == y.round()).all()) or (
+            pd.api.types.is_numeric_dtype(y) and n > MAX_CLASSES
+        ):
             task = "regression"
         else:
             task = "binary" if n <= 2 else "multiclass"

@@ -162,8 +162,15 @@ class SearchParam(Section):
         return self
 
 
-TUNABLE = {"learning_rate", "weight_decay", "dropout", "batch_size", "hidden_units",
-           "n_layers", "embedding_dim"}
+TUNABLE = {
+    "learning_rate",
+    "weight_decay",
+    "dropout",
+    "batch_size",
+    "hidden_units",
+    "n_layers",
+    "embedding_dim",
+}
 
 
 class TuneSpec(Section):
@@ -260,7 +267,9 @@ class Spec(Section):
         validation = self.validation.model_copy(
             update={"reference": resolve(self.validation.reference)}
         )
-        features = self.features.model_copy(update={"store_yaml": resolve(self.features.store_yaml)})
+        features = self.features.model_copy(
+            update={"store_yaml": resolve(self.features.store_yaml)}
+        )
         return self.model_copy(
             update={
                 "workdir": resolve(self.workdir),

@@ -23,8 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Demo and sample datasets.", no_args_is_help=True)
-pipeline_app = typer.Typer(help="Compile, run locally, or submit the training pipeline.",
-                           no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="Compile, run locally, or submit the training pipeline.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 
@@ -89,8 +90,10 @@ def init(
     parse_spec(yaml.safe_load(text), str(out))  # the starter must itself be valid
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    out_console.print(f"wrote {out} — edit data.source and data.label, then run "
-                      f"`kubeloop pipeline run --spec {out}`")
+    out_console.print(
+        f"wrote {out} — edit data.source and data.label, then run "
+        f"`kubeloop pipeline run --spec {out}`"
+    )
 
 
 @data_app.command("demo")

@@ -89,4 +89,6 @@ def test_json_round_trip_and_hash() -> None:
 
 def test_bad_fractions() -> None:
     with pytest.raises(SpecError, match=r"data\.split\.fractions"):
-        parse_spec({**MINIMAL, "data": {**MINIMAL["data"], "split": {"fractions": [0.5, 0.5, 0.5]}}})
+        parse_spec(
+            {**MINIMAL, "data": {**MINIMAL["data"], "split": {"fractions": [0.5, 0.5, 0.5]}}}
+        )

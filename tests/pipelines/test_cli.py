@@ -32,7 +32,14 @@ def test_init_writes_a_valid_commented_spec(tmp_path: Path) -> None:
     assert spec.data.label == "species"
     assert spec.data.source == str(tmp_path / "iris.csv")
     assert set(yaml.safe_load(text)) >= {
-        "data", "validation", "features", "train", "tune", "evaluate", "serve", "monitor",
+        "data",
+        "validation",
+        "features",
+        "train",
+        "tune",
+        "evaluate",
+        "serve",
+        "monitor",
         "retrain",
     }
     again = runner.invoke(app, ["init", "--out", str(out)])
