@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
+
 from kubeloop.components.core.errors import DataError, SpecError
 from kubeloop.components.core.spec import ResolvedTask
-from sklearn import metrics as skm
 
 CLASSIFICATION_METRICS = (
     "accuracy",
@@ -158,6 +159,8 @@ def classification_metrics(
     """All classification metrics; undefined ones are skipped and explained in `notes`."""
     notes = [] if notes is None else notes
     proba = np.asarray(proba, dtype=float)
+    # float32 network outputs sum to 1 only approximately; sklearn warns on that.
+    proba = proba / proba.sum(axis=1, keepdims=True)
     k = proba.shape[1]
     labels = list(range(k))
     y_hat = predict_classes(proba, task, threshold)

@@ -14,14 +14,16 @@ matplotlib.use("Agg")  # no display on pipeline pods / CI
 
 import matplotlib.pyplot as plt
 import numpy as np
-from kubeloop.components.evaluate.metrics import predict_classes
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
+from kubeloop.components.evaluate.metrics import predict_classes
+
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from kubeloop.components.core.spec import Spec
     from kubeloop.components.evaluate.task import EvalResult
-    from matplotlib.figure import Figure
 
 MAX_CURVE_CLASSES = 10  # one-vs-rest curves drawn for at most this many classes
 

@@ -18,12 +18,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from kubeloop.components.core.spec import ResolvedTask, Spec
 from pydantic import BaseModel, ConfigDict, Field
+
+from kubeloop.components.core.spec import ResolvedTask, Spec
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
     from kubeloop.components.register.registry import PredictorLoader, PreprocessLoader
 
 
@@ -61,6 +63,7 @@ def _fmt(v: float) -> str:
 
 def _targets(df: pd.DataFrame, label: str, task: str, classes: list[Any] | None) -> np.ndarray:
     import numpy as np
+
     from kubeloop.components.core.errors import DataError
     from kubeloop.components.evaluate.metrics import encode_labels
 
@@ -180,6 +183,7 @@ def run(
     loaders default to the real ``TabularPredictor`` and clean-stage preprocessing.
     """
     import numpy as np
+
     from kubeloop.components.core.io import read_table
     from kubeloop.components.evaluate import metrics as M
     from kubeloop.components.evaluate.report import render_html, render_markdown

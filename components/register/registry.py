@@ -52,13 +52,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
-from kubeloop.components.core.errors import KubeloopError
 from pydantic import BaseModel
+
+from kubeloop.components.core.errors import KubeloopError
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from bentoml._internal.models.model import ModelStore
+
     from kubeloop.components.core.spec import Spec
     from kubeloop.components.evaluate.task import EvalResult
 
@@ -72,9 +74,14 @@ EXCLUDED_MODEL_FILES = ("checkpoints", "tensorboard")
 class Predictor(Protocol):
     """What the registry needs from a trained model (``TabularPredictor`` satisfies it)."""
 
-    task: str
-    classes: list[Any]
-    features: list[str]
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def classes(self) -> list[Any]: ...
+
+    @property
+    def features(self) -> list[str]: ...
 
     def predict(self, df: pd.DataFrame) -> np.ndarray: ...
 
@@ -308,6 +315,7 @@ def register(
     per split, audit counts) only feeds the model card.
     """
     from bentoml.models import create
+
     from kubeloop.components.register.card import render_card
 
     _check_stage(stage)

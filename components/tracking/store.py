@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from kubeloop.components.core.errors import KubeloopError
 from pydantic import BaseModel, Field
+
+from kubeloop.components.core.errors import KubeloopError
 
 if TYPE_CHECKING:
     from kubeloop.components.core.spec import Spec

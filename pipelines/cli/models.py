@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from kubeloop.components.core.errors import KubeloopError
 from rich.console import Console
+
+from kubeloop.components.core.errors import KubeloopError
 
 if TYPE_CHECKING:
     from kubeloop.components.register.registry import ModelInfo
@@ -54,8 +55,9 @@ def list_models(
     as_json: JsonOption = False,
 ) -> None:
     """Registered models, newest first."""
-    from kubeloop.components.register import registry
     from rich.table import Table
+
+    from kubeloop.components.register import registry
 
     infos = registry.list_models(name)
     if as_json:
@@ -91,8 +93,9 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Metadata, metrics, files and model card of one model."""
-    from kubeloop.components.register import registry
     from rich.table import Table
+
+    from kubeloop.components.register import registry
 
     info = registry.get(tag)
     root = Path(info.path)

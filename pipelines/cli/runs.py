@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from kubeloop.pipelines.cli.models import JsonOption, print_json, user_errors
 from rich.console import Console
 from rich.markup import escape
+
+from kubeloop.pipelines.cli.models import JsonOption, print_json, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.tracking.store import RunRecord, RunStore

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
+
 from kubeloop.components.core.errors import SpecError
 from kubeloop.components.core.spec import parse_spec
 from kubeloop.components.evaluate import metrics as M
 from kubeloop.components.evaluate.task import EvalResult, GateResult, load_result, run
 from kubeloop.components.register import registry
-from sklearn import metrics as skm
 
 # ---------------------------------------------------------------- a fake model (Predictor)
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.spec import parse_spec
 from kubeloop.components.core.stats import (
@@ -351,3 +352,92 @@ def test_register_task(tmp_path: Path, home: Path, spec: Any, files: Any) -> Non
         is None
     )
     assert len(registry.list_models()) == 1
+
+
+# ---------------------------------------------------------------- with the real model
+
+
+@pytest.mark.slow
+def test_real_model_evaluate_register_load(tmp_path: Path, home: Path) -> None:
+    """Train a tiny real TabularPredictor, evaluate, register, and score raw (dirty) rows."""
+    from kubeloop.components.clean.task import apply, fit
+    from kubeloop.components.evaluate.task import run as evaluate_run
+    from kubeloop.components.train.task import run as train_run
+
+    rng = np.random.default_rng(0)
+    n = 600
+    x = rng.normal(size=n)
+    raw = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ingested_at": pd.Timestamp("2024-01-01"),
+            "x": x,
+            "plan": rng.choice(["basic", "pro"], size=n),
+            "y": np.where(x + 0.5 * rng.normal(size=n) > 0, "yes", "no"),
+        }
+    )
+    spec = parse_spec(
+        {
+            "name": "churn",
+            "workdir": str(tmp_path / "wd"),
+            "data": {"source": "raw.csv", "label": "y", "entity": "id"},
+            "train": {
+                "epochs": 2,
+                "learning_rate": 0.05,
+                "hidden_units": [8],
+                "batch_size": 64,
+                "device": "cpu",
+            },
+            "evaluate": {"minimums": {"roc_auc": 0.6}, "slice_by": ["plan"]},
+        }
+    )
+    parts = {"train": raw.iloc[:400], "val": raw.iloc[400:500], "test": raw.iloc[500:]}
+    params = fit(parts["train"], spec)
+    paths = {}
+    for name, df in parts.items():
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        apply(df, params)[0].to_parquet(paths[name])
+    clean_path = tmp_path / "clean_params.json"
+    clean_path.write_text(params.model_dump_json())
+    model_dir = str(tmp_path / "model")
+    train_run(spec, paths["train"], paths["val"], model_dir)
+
+    result = evaluate_run(
+        spec,
+        model_dir,
+        paths["val"],
+        paths["test"],
+        str(tmp_path / "report.html"),
+        str(tmp_path / "eval.json"),
+    )
+    assert result.gate.passed, result.gate.reasons
+    assert result.classes == ["no", "yes"] and result.metrics["roc_auc"] > 0.8
+    eval_json = str(tmp_path / "eval.json")
+    tag = register_task.run(
+        spec,
+        model_dir,
+        str(clean_path),
+        eval_json,
+        paths["train"],
+        "fp",
+        "run-1",
+        str(tmp_path / "report.html"),
+    )
+    assert tag is not None
+    model = registry.load(tag)
+    dirty = raw.iloc[500:510].copy()
+    dirty.loc[dirty.index[:3], "x"] = np.nan  # imputed by the registered clean params
+    proba = model.predict(dirty)
+    assert proba.shape == (10, 2) and np.allclose(proba.sum(axis=1), 1.0)
+    # A second candidate is compared with the first (the champion) on the same rows.
+    again = evaluate_run(
+        spec,
+        model_dir,
+        paths["val"],
+        paths["test"],
+        str(tmp_path / "report2.html"),
+        str(tmp_path / "eval2.json"),
+    )
+    assert again.gate.champion_tag == tag
+    assert again.gate.champion_value == pytest.approx(result.primary_value)
+    assert again.gate.passed  # equal score, margin 0.0

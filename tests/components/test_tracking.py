@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.spec import load_spec, parse_spec
 from kubeloop.components.tracking.store import RunStore

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from kubeloop.components.core.spec import load_spec
 from kubeloop.components.evaluate.task import EvalResult, GateResult
 from kubeloop.components.register import registry
 from kubeloop.components.tracking.store import RunStore
 from kubeloop.pipelines.cli.models import app as models_app
 from kubeloop.pipelines.cli.runs import app as runs_app
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
