@@ -203,7 +203,7 @@ def list_models(name: str | None = None) -> list[ModelInfo]:
 
     try:
         models = _store().list(name)
-    except NotFound:
+    except (NotFound, ValueError):  # no such name / not a valid tag name
         return []
     stages = _read_stages()
     infos = [_to_info(m, stages) for m in models if _is_kubeloop(m)]
