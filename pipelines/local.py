@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +27,7 @@ from kubeloop.components.core.spec import Spec
 from kubeloop.components.tracking.steps import read_events
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STARTED = re.compile(r"Executing task '([^']+)'")
-_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_KFP_LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+ - |-{10})")
 
 
 class RunSummary(BaseModel):
@@ -59,13 +61,15 @@ class _LineTee(io.TextIOBase):
         self._log = log
         self._on_line = on_line
         self._partial = ""
+        self._lock = threading.Lock()  # parallel trials log from several threads
 
     def write(self, s: str) -> int:
-        self._log.write(s)
-        self._partial += s
-        *lines, self._partial = self._partial.split("\n")
-        for line in lines:
-            self._on_line(_ANSI.sub("", line).strip())
+        with self._lock:
+            self._log.write(s)
+            self._partial += s
+            *lines, self._partial = self._partial.split("\n")
+            for line in lines:
+                self._on_line(_ANSI.sub("", line).strip())
         return len(s)
 
     def flush(self) -> None:
@@ -111,47 +115,75 @@ def summarize(run_id: str, events: list[dict[str, Any]], seconds: float, log: st
 
 
 class _Progress:
-    """Live task list; on a non-terminal it prints one line per finished task."""
+    """Live step list, driven by the tasks' own step events (kfp.local's log lines are
+    unreliable with parallel tasks: its logger context is not thread-safe)."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, workdir: Path, run_id: str) -> None:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         self._progress = Progress(
             SpinnerColumn(finished_text="[green]✓[/]"),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", table_column=Column(min_width=14, no_wrap=True)),
             TimeElapsedColumn(),
-            TextColumn("[dim]{task.fields[detail]}"),
+            TextColumn(
+                "[dim]{task.fields[detail]}",
+                table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+            ),
             console=console,
-            transient=False,
         )
-        self._tasks: dict[str, Any] = {}
-        self._current: str | None = None
+        self._console = console
+        self._live = console.is_terminal  # else (CI, a pipe): one line per finished step
+        self._workdir, self._run_id = workdir, run_id
+        self._rows: dict[str, Any] = {}
+        self._seen = 0
+        self._detail = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def __enter__(self) -> _Progress:
-        self._progress.__enter__()
+        if self._live:
+            self._progress.__enter__()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(None, None, None)
+        self._stop.set()
+        self._thread.join()
+        self._refresh()
+        if self._live:
+            self._progress.__exit__(None, None, None)
 
     def on_line(self, line: str) -> None:
-        if m := _STARTED.search(line):
-            name = m.group(1)
-            key = name if name not in self._tasks else f"{name}#{len(self._tasks)}"
-            self._tasks[key] = self._progress.add_task(name, total=1, detail="")
-            self._current = key
-        elif m := _FINISHED.search(line):
-            if self._current is not None:
-                ok = m.group(2) == "SUCCESS"
-                desc = m.group(1) if ok else f"[red]✗ {m.group(1)} failed[/]"
-                self._progress.update(
-                    self._tasks[self._current], completed=1, description=desc, detail=""
-                )
-                if not ok:
-                    self._progress.stop_task(self._tasks[self._current])
-            self._current = None
-        elif self._current is not None and line and not line.startswith(("20", "---")):
-            self._progress.update(self._tasks[self._current], detail=line[-70:])
+        if line and not _KFP_LOG_LINE.match(line):
+            self._detail = line[-80:]
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        events = read_events(self._workdir, self._run_id, starts=True)
+        for ev in events[self._seen :]:
+            step, status = ev["step"], ev["status"]
+            if status == "started":
+                self._rows[step] = self._progress.add_task(step, total=1, detail="")
+                continue
+            row = self._rows.pop(step, None)
+            seconds = ev["end"] - ev["start"]
+            if not self._live:
+                mark = "[green]✓[/]" if status == "succeeded" else f"[red]✗ {status}[/]"
+                self._console.print(f"{mark} {step:<14} {seconds:6.1f} s", highlight=False)
+            if row is None:
+                continue
+            if status == "succeeded":
+                self._progress.update(row, completed=1, detail="")
+            else:
+                self._progress.update(row, description=f"[red]✗ {step} {status}[/]", detail="")
+            self._progress.stop_task(row)
+        self._seen = len(events)
+        for row in self._rows.values():
+            self._progress.update(row, detail=self._detail)
 
 
 def run_local(
@@ -168,7 +200,8 @@ def run_local(
     from kubeloop.components.tracking.store import RunStore
     from kubeloop.pipelines.training import build_training_pipeline
 
-    console = console or Console(stderr=True)
+    # Bound now: stderr is redirected into the log below (kfp logs errors there too).
+    console = console or Console(file=sys.stderr)
     run_id = run_id or new_run_id(spec)
     workdir = Path(spec.workdir)
     store = RunStore(workdir / "runs")
@@ -182,12 +215,16 @@ def run_local(
         raise_on_error=True,
     )
     pipeline = build_training_pipeline(spec)
+    # kfp.local warns that our image is not a Python base image: by design, the local
+    # runner executes the same components in this venv instead.
+    warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
     started = time.perf_counter()
     error: str | None = None
     with (
         log_path.open("w") as log,
-        _Progress(console) as progress,
+        _Progress(console, workdir, run_id) as progress,
         contextlib.redirect_stdout(_LineTee(log, progress.on_line)),
+        contextlib.redirect_stderr(log),
     ):
         try:
             pipeline(spec_json=spec.model_dump_json(), run_id=run_id)

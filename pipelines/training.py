@@ -1,8 +1,8 @@
 """The training pipeline: only wiring of components, plus Kubernetes settings.
 
 validate → split → clean → features → tune (ParallelFor trials) → train → evaluate →
-register (only when the gate passed). The number of trials and the GPU request are
-compile-time settings, so the pipeline is built from a spec.
+register (which stores nothing unless the gate passed). The number of trials and the GPU
+request are compile-time settings, so the pipeline is built from a spec.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
@@ -94,18 +94,16 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
                     tune_trial(
                         spec_json=spec_json,
                         run_id=run_id,
-                        study_name=study.output,
                         trial_index=index,
                         train=train_set,
                         val=val_set,
                     )
-                )
+                ).after(study)
                 apply_accelerator(trial, acc)
             best = _no_cache(
                 select_best(
                     spec_json=spec_json,
                     run_id=run_id,
-                    study_name=study.output,
                     trials=dsl.Collected(trial.output),
                 )
             )
@@ -131,18 +129,20 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
                 test=test_set,
             )
         )
-        with dsl.If(ev.outputs["gate_passed"] == True, name="gate-passed"):  # noqa: E712
-            _no_cache(
-                register(
-                    spec_json=spec_json,
-                    run_id=run_id,
-                    data_fingerprint=ing.outputs["fingerprint"],
-                    model=trn.outputs["model"],
-                    clean_params=cln.outputs["params"],
-                    evaluation=ev.outputs["evaluation"],
-                    train=train_set,
-                    report=ev.outputs["report"],
-                )
+        # The register task enforces the gate itself (it stores nothing when the gate
+        # failed) rather than sitting under dsl.If: kfp.local cannot resolve a condition
+        # on an upstream task's output, and the guard belongs next to the store anyway.
+        _no_cache(
+            register(
+                spec_json=spec_json,
+                run_id=run_id,
+                data_fingerprint=ing.outputs["fingerprint"],
+                model=trn.outputs["model"],
+                clean_params=cln.outputs["params"],
+                evaluation=ev.outputs["evaluation"],
+                train=train_set,
+                report=ev.outputs["report"],
             )
+        )
 
     return training_pipeline

@@ -35,11 +35,15 @@ def append_event(path: Path, event: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_events(workdir: str | Path, run_id: str) -> list[dict[str, Any]]:
+def read_events(
+    workdir: str | Path, run_id: str, *, starts: bool = False
+) -> list[dict[str, Any]]:
+    """Finished-step events in the order they ended (with `starts`, the start marks too)."""
     path = steps_path(workdir, run_id)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in events if starts or e.get("status") != "started"]
 
 
 @contextmanager
@@ -51,6 +55,8 @@ def record_step(spec: Spec, run_id: str, step: str) -> Iterator[Callable[..., No
     """
     fields: dict[str, Any] = {}
     event: dict[str, Any] = {"step": step, "start": time.time(), "pid": os.getpid()}
+    if run_id:  # the start mark drives the runner's progress display
+        append_event(steps_path(spec.workdir, run_id), {**event, "status": "started"})
     try:
         yield fields.update
     except ValidationBlocked as err:

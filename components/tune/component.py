@@ -1,4 +1,8 @@
-"""KFP components: an Optuna study whose trials fan out as parallel tasks."""
+"""KFP components: an Optuna study whose trials fan out as parallel tasks.
+
+The study is named after the run id, so trials find it from the pipeline parameters alone
+(kfp.local substitutes the loop item for upstream task outputs inside `ParallelFor`).
+"""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
 
@@ -16,7 +20,7 @@ def create_study(spec_json: str, run_id: str) -> str:
 
     spec = spec_from_json(spec_json)
     with record_step(spec, run_id, "create-study") as rec:
-        name = create(spec, f"{spec.name}-{run_id}")
+        name = create(spec, run_id)
         rec(study=name)
     return name
 
@@ -25,7 +29,6 @@ def create_study(spec_json: str, run_id: str) -> str:
 def tune_trial(
     spec_json: str,
     run_id: str,
-    study_name: str,
     trial_index: int,
     train: dsl.Input[dsl.Dataset],
     val: dsl.Input[dsl.Dataset],
@@ -39,13 +42,13 @@ def tune_trial(
 
     spec = spec_from_json(spec_json)
     with record_step(spec, run_id, f"trial-{trial_index}") as rec:
-        result = run_trial(spec, study_name, train.path, val.path, trial_index)
+        result = run_trial(spec, run_id, train.path, val.path, trial_index)
         rec(trial=result)
     return json.dumps(result, default=str)
 
 
 @dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
-def select_best(spec_json: str, run_id: str, study_name: str, trials: list) -> str:
+def select_best(spec_json: str, run_id: str, trials: list) -> str:
     """Best parameters of the study, as JSON, once every trial has reported."""
     import json
 
@@ -55,6 +58,6 @@ def select_best(spec_json: str, run_id: str, study_name: str, trials: list) -> s
 
     spec = spec_from_json(spec_json)
     with record_step(spec, run_id, "select-best") as rec:
-        params = best_params(spec, study_name)
+        params = best_params(spec, run_id)
         rec(tuned_params=params, trials=len(trials))
     return json.dumps(params)
