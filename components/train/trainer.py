@@ -226,7 +226,8 @@ def fit(
     train_seconds, train_samples = 0.0, 0
     stopped: StopReason = "max_epochs"
     for epoch in range(start_epoch, hp.epochs + 1):
-        # -- train one epoch ------------------------------------------------------------
+        # -- train one epoch (the timer covers the shuffle too: it is data-loading work) --
+        t0 = time.perf_counter()
         if ctx is None:
             g = torch.Generator().manual_seed(hp.seed + epoch)
             idx = torch.randperm(len(train), generator=g)
@@ -235,7 +236,6 @@ def fit(
         shuffled = train.take(idx.to(device))
         model.train()
         total = torch.zeros((), device=device)
-        t0 = time.perf_counter()
         for xb_num, xb_cat, yb in shuffled.batches(hp.batch_size):
             if config.batch_norm and len(yb) < 2:
                 continue  # BatchNorm cannot train on a single row
