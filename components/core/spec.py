@@ -125,14 +125,14 @@ class AcceleratorSpec(Section):
 
 
 class TrainSpec(Section):
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
     hidden_units: list[int] = Field(default_factory=lambda: [128, 64])
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
     embedding_dim: int | None = None  # None: min(16, (cardinality + 1) // 2)
-    patience: int = Field(5, ge=1)
+    patience: int = Field(default=5, ge=1)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -175,9 +175,9 @@ TUNABLE = {
 
 class TuneSpec(Section):
     enabled: bool = True
-    trials: int = Field(8, ge=1)
-    parallelism: int = Field(4, ge=1)
-    epochs: int = Field(10, ge=1)  # per trial; pruning stops bad trials earlier
+    trials: int = Field(default=8, ge=1)
+    parallelism: int = Field(default=4, ge=1)
+    epochs: int = Field(default=10, ge=1)  # per trial; pruning stops bad trials earlier
     storage: str | None = None  # Optuna storage URL; None: SQLite under workdir
     sampler_seed: int = 42
     search_space: dict[str, SearchParam] = Field(

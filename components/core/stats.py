@@ -18,6 +18,7 @@ Statistics are over non-null values; ``null_fraction`` covers the rest.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,7 @@ def categorical_stats(values: pd.Series, top: int = TOP_CATEGORIES) -> dict[str,
     }
 
 
-def reference_stats(df: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
+def reference_stats(df: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, Any]:
     """Statistics per feature in `kinds` ({column: "numeric"|"categorical"})."""
     features = {
         col: numeric_stats(df[col]) if kind == "numeric" else categorical_stats(df[col])

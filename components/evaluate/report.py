@@ -22,7 +22,7 @@ from kubeloop.components.evaluate.metrics import predict_classes
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kubeloop.components.core.spec import Spec
+    from kubeloop.components.core.spec import ResolvedTask, Spec
     from kubeloop.components.evaluate.task import EvalResult
 
 MAX_CURVE_CLASSES = 10  # one-vs-rest curves drawn for at most this many classes
@@ -48,7 +48,7 @@ def classification_plots(
     y: np.ndarray,
     proba: np.ndarray,
     classes: list[Any],
-    task: str,
+    task: ResolvedTask,
     threshold: float | None,
     bins: int,
 ) -> dict[str, str]:

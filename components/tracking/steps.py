@@ -35,9 +35,7 @@ def append_event(path: Path, event: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_events(
-    workdir: str | Path, run_id: str, *, starts: bool = False
-) -> list[dict[str, Any]]:
+def read_events(workdir: str | Path, run_id: str, *, starts: bool = False) -> list[dict[str, Any]]:
     """Finished-step events in the order they ended (with `starts`, the start marks too)."""
     path = steps_path(workdir, run_id)
     if not path.is_file():
