@@ -12,7 +12,6 @@ from feast.repo_config import FeastConfigError, RepoConfig
 from kubeloop.components.core.errors import SpecError
 from kubeloop.components.core.spec import Spec
 
-
 _VAR_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
