@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kubeloop.components.core.errors import DataError
+
 # name -> (sklearn loader, label column, task)
 DATASETS: dict[str, tuple[str, str, str]] = {
     "breast_cancer": ("load_breast_cancer", "target", "binary"),
@@ -27,7 +29,7 @@ def export(name: str, out_dir: str | Path) -> tuple[Path, str]:
     import sklearn.datasets
 
     if name not in DATASETS:
-        raise ValueError(f"dataset: expected one of {sorted(DATASETS)}, got {name!r}")
+        raise DataError(f"dataset: expected one of {sorted(DATASETS)}, got {name!r}")
     loader, label, task = DATASETS[name]
     frame = getattr(sklearn.datasets, loader)(as_frame=True).frame
     # Column names like "mean radius" become "mean_radius": safe as feature names everywhere.

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from kubeloop.components.core.errors import DataError
 from kubeloop.components.core.spec import load_spec
 from kubeloop.components.datasets import churn, public
 
@@ -85,5 +86,5 @@ def test_public_export(tmp_path: Path, name: str, n_classes: int | None) -> None
 
 
 def test_public_export_unknown_name(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="breast_cancer"):
+    with pytest.raises(DataError, match="breast_cancer"):
         public.export("titanic", tmp_path)

@@ -82,3 +82,30 @@ def test_submit_to_host_uses_the_kfp_client() -> None:
     assert submit(spec, "http://kfp.example", "p-1", client=FakeClient()) == "kfp-123"
     assert calls[0]["arguments"]["run_id"] == "p-1"
     assert calls[0]["experiment_name"] == "p"
+
+
+def test_data_demo_writes_data_drift_period_and_spec(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["data", "demo", "--rows", "500", "--out", str(out), "--drift"])
+    assert result.exit_code == 0, result.output
+    for name in ("churn.csv", "churn_drift.csv", "kubeloop.yaml"):
+        assert (out / name).is_file(), name
+    spec = load_spec(out / "kubeloop.yaml")
+    assert spec.data.label == "churned"
+    assert spec.data.entity == "customer_id"
+
+
+def test_data_public_exports_a_bundled_dataset(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "public", "wine", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "label column: target" in result.output
+    assert (tmp_path / "wine.csv").is_file()
+    unknown = runner.invoke(app, ["data", "public", "titanic", "--out", str(tmp_path)])
+    assert unknown.exit_code == 1
+    assert "titanic" in unknown.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert "kubeloop 0.1.0" in result.output
