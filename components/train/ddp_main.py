@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
             args["model_dir"],
             resolve_params(spec, args["params"], args["epochs"]),
             tensorboard_dir=args["tensorboard_dir"],
+            resume=args.get("resume", False),
             ctx=ctx,
         )
     finally:

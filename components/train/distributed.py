@@ -114,6 +114,7 @@ def launch(
     params: dict[str, Any] | None = None,
     epochs: int | None = None,
     tensorboard_dir: str | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Run the training under torchrun with `nproc` processes; returns rank 0's result."""
     from kubeloop.components.train.task import TrainResult
@@ -128,6 +129,7 @@ def launch(
         "params": params,
         "epochs": epochs,
         "tensorboard_dir": tensorboard_dir,
+        "resume": resume,
     }
     args_file = out / ARGS_FILE
     args_file.write_text(json.dumps(args))

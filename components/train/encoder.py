@@ -21,12 +21,25 @@ from kubeloop.components.core.schema import feature_columns, feature_kinds, reso
 from kubeloop.components.core.spec import ResolvedTask, Spec
 
 
+def _text(v: Any) -> str | None:
+    """One categorical value as text; None for missing; integral floats print as ints."""
+    if isinstance(v, float | np.floating):
+        if v != v:  # NaN
+            return None
+        return str(int(v)) if float(v).is_integer() else str(v)
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    return str(v)
+
+
 def _as_text(s: pd.Series) -> pd.Series:
-    """Categorical values as strings; integral floats print as ints (3.0 and 3 are one value)."""
-    if pd.api.types.is_float_dtype(s):
-        out = s.map(lambda v: str(int(v)) if float(v).is_integer() else str(v), na_action="ignore")
-        return out.astype(object)
-    return s.map(str, na_action="ignore").astype(object)
+    """Categorical values as strings (3.0 and 3 are one value), missing stays missing."""
+    return s.map(_text, na_action="ignore").astype(object)
+
+
+# Below this many rows a dict lookup per value beats pandas' vectorized machinery
+# (serving predicts one or a few rows at a time).
+SMALL_BATCH = 256
 
 
 def _native(v: Any) -> Any:
@@ -64,6 +77,9 @@ class Encoder:
         self._mean = np.asarray(means, dtype=np.float32)
         self._std = np.asarray(stds, dtype=np.float32)
         self._index = {c: pd.Index(v) for c, v in vocab.items()}
+        self._codes: dict[str, dict[str | None, int]] = {
+            c: {t: i + 1 for i, t in enumerate(v)} for c, v in vocab.items()
+        }
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
@@ -131,8 +147,12 @@ class Encoder:
             x_num = np.zeros((n, 0), dtype=np.float32)
         x_cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
-            # get_indexer gives -1 for unseen and missing values -> 0 after the shift.
-            x_cat[:, j] = self._index[c].get_indexer(_as_text(df[c])) + 1
+            if n <= SMALL_BATCH:
+                codes = self._codes[c]
+                x_cat[:, j] = [codes.get(_text(v), 0) for v in df[c].tolist()]
+            else:
+                # get_indexer gives -1 for unseen and missing values -> 0 after the shift.
+                x_cat[:, j] = self._index[c].get_indexer(_as_text(df[c])) + 1
         return np.ascontiguousarray(x_num, dtype=np.float32), x_cat
 
     def encode_label(self, df: pd.DataFrame, *, what: str = "data") -> np.ndarray:

@@ -58,7 +58,7 @@ def run(
 
     hp = resolve_params(spec, params, epochs)
     nproc = distributed.gpus_to_launch(spec.train.device) if on_epoch is None else 0
-    if nproc > 1 and not resume:
+    if nproc > 1:
         return distributed.launch(
             spec,
             train_path,
@@ -68,6 +68,7 @@ def run(
             params=params,
             epochs=epochs,
             tensorboard_dir=tensorboard_dir,
+            resume=resume,
         )
     return trainer.fit(
         spec,

@@ -217,6 +217,30 @@ def test_encoder_roundtrip_and_codes(tmp_path: Path) -> None:
         enc2.encode_label(bad)
 
 
+def test_small_and_large_batches_encode_alike(tmp_path: Path) -> None:
+    """Serving's per-row fast path must agree with the vectorized path used in training."""
+    rng = np.random.default_rng(0)
+    n = 600
+    df = pd.DataFrame(
+        {
+            "x1": rng.normal(size=n),
+            "code": rng.choice([1.0, 2.0, 2.5, np.nan], size=n),  # float categorical
+            "mixed": rng.choice(np.array(["a", 3, 3.0, None, "b"], dtype=object), size=n),
+            "label": rng.integers(0, 2, size=n),
+        }
+    )
+    spec = parse_spec(
+        {"name": "t", "data": {"source": "x.csv", "label": "label", "categorical": ["code"]}}
+    )
+    enc = Encoder.fit(df.iloc[:400], spec)
+    assert enc.vocab["code"] == ["1", "2", "2.5"] and enc.vocab["mixed"] == ["3", "a", "b"]
+    test = pd.concat([df.iloc[400:], pd.DataFrame({"x1": [0.0], "code": [7.0], "mixed": ["zz"]})])
+    _, big = enc.transform(test)
+    small = np.concatenate([enc.transform(test.iloc[i : i + 10])[1] for i in range(0, 201, 10)])
+    np.testing.assert_array_equal(big, small)
+    assert big[-1].tolist() == [0, 0]  # unseen values
+
+
 def test_tuned_params_shape_the_network(tmp_path: Path) -> None:
     spec = make_spec(tmp_path)
     hp = resolve_params(spec, {"hidden_units": 32, "n_layers": 3, "learning_rate": 0.01})
