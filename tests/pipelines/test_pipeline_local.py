@@ -89,6 +89,17 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(tmp_path: Pat
     assert record.model_tag == first.model_tag
     assert list(Path(record.artifacts["tensorboard"]).glob("events.out.tfevents.*"))
 
+    # ... and the README's read-back commands show it.
+    cli = CliRunner()
+    runs = cli.invoke(app, ["runs", "list", "--spec", str(spec_path), "--json"])
+    assert runs.exit_code == 0 and first.run_id in runs.output, runs.output
+    shown = cli.invoke(app, ["runs", "show", first.run_id, "--spec", str(spec_path), "--json"])
+    assert shown.exit_code == 0 and model.metadata["data_fingerprint"] in shown.output
+    models = cli.invoke(app, ["models", "list", "--json"])
+    assert models.exit_code == 0 and first.model_tag in models.output, models.output
+    card = cli.invoke(app, ["models", "show", first.model_tag, "--json"])
+    assert card.exit_code == 0 and "candidate" in card.output, card.output
+
     # The second run is gated against the first model as champion, on the same test rows.
     _edit_spec(spec_path, tune={"enabled": False})
     second = _run(spec_path)
