@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -67,23 +68,6 @@ def test_unknown_spec_key_exits_non_zero_with_path(tmp_path: Path) -> None:
     assert "trian: unknown key" in result.output
 
 
-def test_submit_to_host_uses_the_kfp_client() -> None:
-    from kubeloop.components.core.spec import parse_spec
-    from kubeloop.pipelines.submit import submit
-
-    calls: list[dict] = []
-
-    class FakeClient:
-        def create_run_from_pipeline_func(self, pipeline_func: object, **kwargs: object) -> object:
-            calls.append({"func": pipeline_func, **kwargs})
-            return type("Run", (), {"run_id": "kfp-123"})()
-
-    spec = parse_spec({"name": "p", "data": {"source": "s3://b/x.csv", "label": "y"}})
-    assert submit(spec, "http://kfp.example", "p-1", client=FakeClient()) == "kfp-123"
-    assert calls[0]["arguments"]["run_id"] == "p-1"
-    assert calls[0]["experiment_name"] == "p"
-
-
 def test_data_demo_writes_data_drift_period_and_spec(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = runner.invoke(app, ["data", "demo", "--rows", "500", "--out", str(out), "--drift"])
@@ -109,3 +93,32 @@ def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert "kubeloop 0.1.0" in result.output
+
+
+def test_run_with_host_submits_instead_of_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Kubeflow Pipelines API server can run here: the kfp client is the one fake."""
+    import kfp
+
+    submitted: dict[str, object] = {}
+
+    class FakeClient:
+        def __init__(self, host: str) -> None:
+            submitted["host"] = host
+
+        def create_run_from_pipeline_func(self, pipeline_func: object, **kwargs: object) -> object:
+            submitted.update(kwargs)
+            return type("Run", (), {"run_id": "kfp-run-7"})()
+
+    monkeypatch.setattr(kfp, "Client", FakeClient)
+    spec = tmp_path / "kubeloop.yaml"
+    spec.write_text(yaml.safe_dump({"name": "p", "data": {"source": "s3://b/x.csv", "label": "y"}}))
+    result = runner.invoke(
+        app, ["pipeline", "run", "--spec", str(spec), "--host", "https://kfp.example.com"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "submitted run kfp-run-7" in result.output
+    assert submitted["host"] == "https://kfp.example.com"
+    assert submitted["experiment_name"] == "p"
+    assert not (tmp_path / ".kubeloop").exists()  # nothing ran locally
