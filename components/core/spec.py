@@ -178,7 +178,7 @@ class TuneSpec(Section):
     trials: int = Field(default=8, ge=1)
     parallelism: int = Field(default=4, ge=1)
     epochs: int = Field(default=10, ge=1)  # per trial; pruning stops bad trials earlier
-    storage: str | None = None  # Optuna storage URL; None: SQLite under workdir
+    storage: str | None = None  # Optuna RDB URL or journal file; None: journal under workdir
     sampler_seed: int = 42
     search_space: dict[str, SearchParam] = Field(
         default_factory=lambda: {

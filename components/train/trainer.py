@@ -183,7 +183,7 @@ def fit(
     del train_df, val_df
 
     config = build_config(enc, hp, kinds)
-    model = TabularMLP.from_config(config).to(device)
+    model: torch.nn.Module = TabularMLP.from_config(config).to(device)
     core = model  # unwrapped: what gets saved
     if ctx is not None:
         model = distributed.wrap(model, ctx, device)
