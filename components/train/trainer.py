@@ -183,10 +183,8 @@ def fit(
     del train_df, val_df
 
     config = build_config(enc, hp, kinds)
-    model: torch.nn.Module = TabularMLP.from_config(config).to(device)
-    core = model  # unwrapped: what gets saved
-    if ctx is not None:
-        model = distributed.wrap(model, ctx, device)
+    core = TabularMLP.from_config(config).to(device)  # unwrapped: what gets saved
+    model: torch.nn.Module = core if ctx is None else distributed.wrap(core, ctx, device)
     opt = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
     loss_fn = loss_function(enc.task)
     autocast = (
