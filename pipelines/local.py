@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
 import sys
 import threading
 import time
@@ -231,8 +232,21 @@ def run_local(
         except RuntimeError as err:  # kfp.local: "Pipeline ... Inner task failed: x"
             error = str(err)
     seconds = time.perf_counter() - started
-    summary = summarize(run_id, read_events(workdir, run_id), seconds, str(log_path))
+    events = read_events(workdir, run_id)
+    summary = summarize(run_id, events, seconds, str(log_path))
     if error and summary.status == "succeeded":
         summary.status, summary.error = "failed", _ANSI.sub("", error)
-    store.record_summary(run_id, summary.model_dump(mode="json"), read_events(workdir, run_id))
+    # KFP artifact files have no suffix; keep browsable copies beside the run record.
+    summary.report = _copy_as_html(summary.report, run_dir / "report.html")
+    summary.validation_report = _copy_as_html(
+        summary.validation_report, run_dir / "validation_report.html"
+    )
+    store.record_summary(run_id, summary.model_dump(mode="json"), events)
     return summary
+
+
+def _copy_as_html(src: str | None, dst: Path) -> str | None:
+    if not src or not Path(src).is_file():
+        return src
+    shutil.copyfile(src, dst)
+    return str(dst)
