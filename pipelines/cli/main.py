@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from kubeloop import __version__
 from kubeloop.components.core.errors import KubeloopError
+from kubeloop.pipelines.cli.common import print_json, user_errors
+from kubeloop.pipelines.cli.models import app as models_app
+from kubeloop.pipelines.cli.runs import app as runs_app
 
 app = typer.Typer(
     name="kubeloop",
@@ -28,28 +27,14 @@ pipeline_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(models_app, name="models", help="Registered models (BentoML store).")
+app.add_typer(runs_app, name="runs", help="Pipeline run history.")
 
-err_console = Console(stderr=True)
 out_console = Console()
 
 SpecOption = Annotated[
     Path, typer.Option("--spec", "-s", help="Project spec file.", show_default=True)
 ]
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(fn: F) -> F:
-    """Turn KubeloopError into a red one-paragraph message and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KubeloopError as err:
-            err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:
@@ -198,19 +183,8 @@ def pipeline_run(
         return
     summary = run_local(load_spec(spec), run_id=run_id)
     if as_json:
-        sys.stdout.write(json.dumps(summary.model_dump(mode="json"), indent=2) + "\n")
+        print_json(summary.model_dump(mode="json"))
     else:
         _print_summary(summary)
     if summary.status not in ("succeeded", "gate_failed"):
         raise typer.Exit(1)
-
-
-def _mount_registry_apps() -> None:
-    from kubeloop.pipelines.cli.models import app as models_app
-    from kubeloop.pipelines.cli.runs import app as runs_app
-
-    app.add_typer(models_app, name="models", help="Registered models (BentoML store).")
-    app.add_typer(runs_app, name="runs", help="Pipeline run history.")
-
-
-_mount_registry_apps()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from kubeloop.components.core.errors import KubeloopError
+from kubeloop.pipelines.cli.common import JsonOption, print_json, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.register.registry import ModelInfo
@@ -21,26 +17,6 @@ app = typer.Typer(
     help="Registered models (BentoML model store at $BENTOML_HOME/models).",
     no_args_is_help=True,
 )
-F = TypeVar("F", bound=Callable[..., Any])
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def user_errors(fn: F) -> F:
-    """KubeloopError -> red message on stderr, exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KubeloopError as err:
-            Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _primary(info: ModelInfo) -> str:

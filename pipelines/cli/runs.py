@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kubeloop.pipelines.cli.models import JsonOption, print_json, user_errors
+from kubeloop.pipelines.cli.common import JsonOption, print_json, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.tracking.store import RunRecord, RunStore
