@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def main() -> None:
         raw["train"] = {**raw.get("train", {}), "epochs": args.epochs}
         raw["tune"] = {**raw.get("tune", {}), "trials": args.trials, "epochs": args.tune_epochs}
         spec_path.write_text(yaml.safe_dump(raw))
-        console = Console()
+        console = Console(file=sys.stdout)  # bound now: run_local redirects stdout
         summary = run_local(load_spec(spec_path), console=console)
         from kubeloop.components.tracking.steps import read_events
 
@@ -52,6 +53,11 @@ def main() -> None:
     for ev in events:
         table.add_row(ev["step"], f"{ev['end'] - ev['start']:.1f}")
     console.print(table)
+    if summary.primary_metric:
+        console.print(
+            f"{summary.primary_metric} {summary.metrics[summary.primary_metric]:.4f}; "
+            f"gate passed: {summary.gate_passed}; model {summary.model_tag}"
+        )
     outside = summary.seconds - summary.task_seconds
     console.print(
         f"status {summary.status}; wall {summary.seconds:.1f} s; task bodies "
