@@ -56,6 +56,10 @@ class CleanSpec(Section):
     # Hard physical limits per column, e.g. {tenure_months: [0, 600]}: values outside are
     # impossible and become missing before imputation.
     valid_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # Training rows whose feature values repeat under at least this many distinct
+    # data.entity values look scripted (bots, test accounts) and are dropped from train;
+    # only applies when data.entity is set; 0 disables.
+    bot_min_entities: int = Field(default=5, ge=0)
 
 
 class DataSpec(Section):
@@ -90,8 +94,24 @@ class Expectation(Section):
     max: float | None = None
     values: list[Any] | None = None
     type: str | None = None
-    mostly: float = 1.0
+    mostly: float = Field(default=1.0, gt=0, le=1)
     severity: Severity = "block"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Expectation:
+        table_level = {"row_count", "columns"}
+        if self.kind not in table_level and not self.column:
+            raise ValueError(f"kind {self.kind!r} needs a 'column'")
+        bounded = ("between", "row_count", "null_fraction")
+        if self.kind in bounded and self.min is None and self.max is None:
+            raise ValueError(f"kind {self.kind!r} needs 'min' and/or 'max'")
+        if self.kind in ("in_set", "columns") and not self.values:
+            raise ValueError(f"kind {self.kind!r} needs a non-empty 'values' list")
+        if self.kind == "type" and self.type not in ("numeric", "string", "datetime", "boolean"):
+            raise ValueError(
+                f"kind 'type' needs type: numeric | string | datetime | boolean, got {self.type!r}"
+            )
+        return self
 
 
 class ValidationSpec(Section):
@@ -159,18 +179,51 @@ class SearchParam(Section):
             raise ValueError(f"expected low < high, got low={self.low} high={self.high}")
         if self.log and self.low <= 0:
             raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("'step' and 'log' cannot both be set")
         return self
 
+    def bounds(self) -> tuple[float, float] | None:
+        """(min, max) of the values this parameter can take; None for non-numeric choices."""
+        if self.type != "categorical":
+            return float(self.low), float(self.high)  # type: ignore[arg-type]
+        if all(isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices or []):
+            return float(min(self.choices or [0])), float(max(self.choices or [0]))
+        return None
 
-TUNABLE = {
-    "learning_rate",
-    "weight_decay",
-    "dropout",
-    "batch_size",
-    "hidden_units",
-    "n_layers",
-    "embedding_dim",
+
+# Tunable hyperparameters: (integer-valued, smallest allowed, largest allowed, upper bound
+# exclusive). Checked when the spec loads, so a bad space fails before any trial runs.
+TUNABLE: dict[str, tuple[bool, float, float, bool]] = {
+    "learning_rate": (False, 0.0, float("inf"), False),  # > 0, checked below
+    "weight_decay": (False, 0.0, float("inf"), False),
+    "dropout": (False, 0.0, 1.0, True),
+    "batch_size": (True, 1, float("inf"), False),
+    "hidden_units": (True, 1, float("inf"), False),
+    "n_layers": (True, 1, float("inf"), False),
+    "embedding_dim": (True, 1, float("inf"), False),
 }
+
+
+def _check_tunable(name: str, p: SearchParam) -> None:
+    integer, lo, hi, hi_exclusive = TUNABLE[name]
+    if integer and p.type == "float":
+        raise ValueError(f"{name}: takes whole numbers; use type int or categorical")
+    if (
+        integer
+        and p.type == "categorical"
+        and not all(isinstance(c, int) and not isinstance(c, bool) for c in p.choices or [])
+    ):
+        raise ValueError(f"{name}: choices must be whole numbers, got {p.choices}")
+    bounds = p.bounds()
+    if bounds is None:
+        raise ValueError(f"{name}: choices must be numbers, got {p.choices}")
+    low, high = bounds
+    if name == "learning_rate" and low <= 0:
+        raise ValueError(f"{name}: must be > 0, got {low}")
+    if low < lo or high > hi or (hi_exclusive and high >= hi):
+        upper = f"< {hi}" if hi_exclusive else f"<= {hi}"
+        raise ValueError(f"{name}: values must be >= {lo} and {upper}, got [{low}, {high}]")
 
 
 class TuneSpec(Section):
@@ -192,11 +245,13 @@ class TuneSpec(Section):
     @field_validator("search_space")
     @classmethod
     def _known_params(cls, v: dict[str, SearchParam]) -> dict[str, SearchParam]:
-        unknown = sorted(set(v) - TUNABLE)
+        unknown = sorted(set(v) - set(TUNABLE))
         if unknown:
             raise ValueError(
                 f"unknown tunable parameter(s) {unknown}; expected some of {sorted(TUNABLE)}"
             )
+        for name, param in v.items():
+            _check_tunable(name, param)
         return v
 
 
@@ -270,12 +325,14 @@ class Spec(Section):
         features = self.features.model_copy(
             update={"store_yaml": resolve(self.features.store_yaml)}
         )
+        tune = self.tune.model_copy(update={"storage": resolve(self.tune.storage)})
         return self.model_copy(
             update={
                 "workdir": resolve(self.workdir),
                 "data": data,
                 "validation": validation,
                 "features": features,
+                "tune": tune,
             }
         )
 

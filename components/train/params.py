@@ -50,7 +50,7 @@ def resolve_params(
     A list for `hidden_units` (without `n_layers`) is used as is.
     """
     params = dict(params or {})
-    unknown = sorted(set(params) - TUNABLE)
+    unknown = sorted(set(params) - set(TUNABLE))
     if unknown:
         raise SpecError(
             f"params: unknown hyperparameter(s) {unknown}; expected some of {sorted(TUNABLE)}"

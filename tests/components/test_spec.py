@@ -92,3 +92,47 @@ def test_bad_fractions() -> None:
         parse_spec(
             {**MINIMAL, "data": {**MINIMAL["data"], "split": {"fractions": [0.5, 0.5, 0.5]}}}
         )
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"dropout": {"type": "float", "low": 0.1, "high": 1.5}}, "dropout: values must be"),
+        ({"learning_rate": {"type": "float", "low": -1, "high": 0.1}}, "must be > 0"),
+        ({"batch_size": {"type": "float", "low": 16, "high": 64}}, "whole numbers"),
+        ({"n_layers": {"type": "int", "low": 0, "high": 3}}, "n_layers: values must be >= 1"),
+        ({"hidden_units": {"type": "categorical", "choices": [32, "wide"]}}, "whole numbers"),
+        ({"batch_size": {"type": "int", "low": 16, "high": 256, "log": True, "step": 16}},
+         "'step' and 'log'"),
+    ],
+)  # fmt: skip
+def test_search_space_bounds_are_checked_when_the_spec_loads(space: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=r"tune\.search_space") as err:
+        parse_spec({**MINIMAL, "tune": {"search_space": space}})
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("expectation", "message"),
+    [
+        ({"kind": "not_null"}, "needs a 'column'"),
+        ({"kind": "between", "column": "a"}, "needs 'min' and/or 'max'"),
+        ({"kind": "in_set", "column": "a"}, "non-empty 'values'"),
+        ({"kind": "type", "column": "a", "type": "float64"}, "numeric | string"),
+    ],
+)
+def test_incomplete_expectations_are_rejected(expectation: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=r"validation\.expectations\.0") as err:
+        parse_spec({**MINIMAL, "validation": {"expectations": [expectation]}})
+    assert message in str(err.value)
+
+
+def test_tune_storage_file_resolves_against_the_spec_folder(tmp_path: Path) -> None:
+    raw = {**MINIMAL, "tune": {"storage": "studies/optuna.journal"}}
+    (tmp_path / "kubeloop.yaml").write_text(yaml.safe_dump(raw))
+    assert load_spec(tmp_path / "kubeloop.yaml").tune.storage == str(
+        tmp_path / "studies" / "optuna.journal"
+    )
+    raw["tune"]["storage"] = "postgresql://db/optuna"
+    (tmp_path / "kubeloop.yaml").write_text(yaml.safe_dump(raw))
+    assert load_spec(tmp_path / "kubeloop.yaml").tune.storage == "postgresql://db/optuna"
