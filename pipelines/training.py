@@ -127,6 +127,8 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
                 model=trn.outputs["model"],
                 val=val_set,
                 test=test_set,
+                raw_val=spl.outputs["val"],
+                raw_test=spl.outputs["test"],
             )
         )
         # The register task enforces the gate itself (it stores nothing when the gate

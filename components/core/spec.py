@@ -259,7 +259,7 @@ class EvaluateSpec(Section):
     metric: str | None = None  # primary metric; None: roc_auc (binary), f1_macro, rmse
     minimums: dict[str, float] = Field(default_factory=dict)  # higher-is-better floors
     maximums: dict[str, float] = Field(default_factory=dict)  # lower-is-better ceilings
-    champion_margin: float = 0.0  # the candidate must beat the champion by this much
+    champion_margin: float = Field(default=0.0, ge=0)  # beat the champion by >= this (> 0 if 0)
     slice_by: list[str] = Field(default_factory=list)
     threshold: Literal["f1", "youden", "fixed"] = "f1"
     fixed_threshold: float = 0.5

@@ -3,7 +3,9 @@
 The decision threshold (binary) is chosen on the validation split and applied on test. The
 gate passes only when every configured floor/ceiling holds and, if a champion is registered,
 the candidate beats it on the *same test rows* by ``evaluate.champion_margin`` on the primary
-metric. The champion scores those rows through its own registered preprocessing.
+metric (strictly: a tie never passes, so re-running on unchanged data registers nothing
+new). The champion scores those rows as they were before this run's cleaning (the split
+output), through its own registered preprocessing.
 
 Choice: if the champion cannot score these rows (its features are missing from the frame,
 e.g. after a feature-service change, or it fails to load, or it has another task or label
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.spec import ResolvedTask, Spec
 
 if TYPE_CHECKING:
@@ -176,11 +179,15 @@ def run(
     *,
     predictor_loader: PredictorLoader | None = None,
     preprocess_loader: PreprocessLoader | None = None,
+    raw_val_path: str | None = None,
+    raw_test_path: str | None = None,
 ) -> EvalResult:
     """Score val (threshold) and test (metrics), gate, and write the report and metrics JSON.
 
     A Markdown summary is written next to the report (``report_html`` with ``.md``). The
     loaders default to the real ``TabularPredictor`` and clean-stage preprocessing.
+    ``raw_val_path`` / ``raw_test_path``: the same rows before this run's cleaning, for the
+    champion (cleaning keeps validation and test rows and their order).
     """
     import numpy as np
 
@@ -230,13 +237,20 @@ def run(
     if cand is None:
         passed = False
         reasons.append(f"FAILED: primary metric {primary} could not be computed on the test split")
+    raw_val = read_table(raw_val_path, what="evaluate: raw validation") if raw_val_path else val
+    raw_test = read_table(raw_test_path, what="evaluate: raw test") if raw_test_path else test
+    if (len(raw_val), len(raw_test)) != (len(val), len(test)):
+        raise KubeloopError(
+            "evaluate: the raw and cleaned validation/test splits differ in length "
+            f"({len(raw_val)}/{len(val)}, {len(raw_test)}/{len(test)}); they must be the same rows"
+        )
     champ_tag, champ_value, why_not = _champion_value(
         spec,
         task,
         classes,
         primary,
-        val,
-        test,
+        raw_val,
+        raw_test,
         y_val,
         y_test,
         predictor_loader,
@@ -249,12 +263,14 @@ def run(
     elif cand is not None and champ_value is not None:
         gain = (cand - champ_value) if hib else (champ_value - cand)
         margin = spec.evaluate.champion_margin
-        verb = "beats" if gain >= margin else "does not beat"
+        beats = gain > 0 and gain >= margin
+        verb = "beats" if beats else "does not beat"
+        rule = f">= margin {margin}" if margin > 0 else "> 0 (margin 0: a tie does not pass)"
         sentence = (
             f"candidate {primary} {_fmt(cand)} {verb} champion {champ_tag} {_fmt(champ_value)} "
-            f"by {_fmt(gain)} {'>=' if gain >= margin else '<'} margin {margin}"
+            f"by {_fmt(gain)}; needed {rule}"
         )
-        if gain < margin:
+        if not beats:
             passed = False
             sentence = "FAILED: " + sentence
         reasons.append(sentence)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from kubeloop.components.core.errors import SpecError
+from kubeloop.components.core.errors import KubeloopError, SpecError
 from kubeloop.components.core.spec import parse_spec
 from kubeloop.components.evaluate import metrics as M
 from kubeloop.components.evaluate.task import EvalResult, GateResult, load_result, run
@@ -301,7 +301,7 @@ def test_gate_passes_with_margin_and_fails_with_a_larger_one(tmp_path: Path, sto
     assert result.gate.passed, result.gate.reasons
     gain = result.gate.candidate_value - (result.gate.champion_value or 0)
     assert gain > 0.01
-    assert f"by {gain:.3f} >= margin 0.01" in result.gate.reasons[-1]
+    assert f"by {gain:.3f}; needed >= margin 0.01" in result.gate.reasons[-1]
     strict = evaluate(tmp_path, make_spec(tmp_path, champion_margin=gain + 0.01), good)
     assert not strict.gate.passed
 
@@ -325,3 +325,54 @@ def test_regression_run(tmp_path: Path, store: Path) -> None:
     assert not result.gate.passed  # the label noise has sd 1
     assert any("FAILED: rmse" in r and "> maximum 0.500" in r for r in result.gate.reasons)
     assert (tmp_path / "out" / "report.html").read_text().count("base64,") == 2
+
+
+def test_champion_scores_the_raw_rows_through_its_own_preprocessing(
+    tmp_path: Path, store: Path
+) -> None:
+    """The candidate sees this run's cleaned frames; the champion the same rows before
+    cleaning, through its registered preprocessing (here: one that records its input)."""
+    spec = make_spec(tmp_path)
+    register_champion(tmp_path, spec, {"x": 0.5}, 0.7)
+    val, test = write_frames(tmp_path)
+    raw_val, raw_test = tmp_path / "raw_val.parquet", tmp_path / "raw_test.parquet"
+    for src, dst in ((val, raw_val), (test, raw_test)):
+        df = pd.read_parquet(src)
+        df["x"] = df["x"] * 10  # "uncleaned": distinguishable from the cleaned frame
+        df.to_parquet(dst)
+    seen: list[pd.DataFrame] = []
+
+    def recording_loader(_clean_params_path: str) -> Any:
+        return lambda df: seen.append(df.copy()) or df
+
+    run(
+        spec,
+        fake_model_dir(tmp_path / "cand", {"x": 3.0}),
+        val,
+        test,
+        str(tmp_path / "out" / "report.html"),
+        str(tmp_path / "out" / "metrics.json"),
+        predictor_loader=fake_loader,
+        preprocess_loader=recording_loader,
+        raw_val_path=str(raw_val),
+        raw_test_path=str(raw_test),
+    )
+    assert seen, "the champion's preprocessing was not used"
+    raw_x = set(pd.read_parquet(raw_test)["x"]) | set(pd.read_parquet(raw_val)["x"])
+    assert all(set(df["x"]) <= raw_x for df in seen)
+
+    short = tmp_path / "short.parquet"
+    pd.read_parquet(raw_test).iloc[:5].to_parquet(short)
+    with pytest.raises(KubeloopError, match="differ in length"):
+        run(
+            spec,
+            fake_model_dir(tmp_path / "cand", {"x": 3.0}),
+            val,
+            test,
+            str(tmp_path / "out" / "report.html"),
+            str(tmp_path / "out" / "metrics.json"),
+            predictor_loader=fake_loader,
+            preprocess_loader=recording_loader,
+            raw_val_path=str(raw_val),
+            raw_test_path=str(short),
+        )

@@ -178,6 +178,84 @@ def test_failure_inside_registration_leaves_nothing(
     assert [m.tag for m in registry.list_models()] == [first]
 
 
+MODEL_FILES = (
+    "model.yaml",
+    "clean_params.json",
+    "reference_stats.json",
+    "metrics.json",
+    "model_card.md",
+    "report.html",
+    "model/model.pt",
+    "model/model_config.json",
+)
+
+
+def version_dirs(home: Path) -> list[str]:
+    d = home / "models" / "churn"
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+
+def test_failure_before_the_move_leaves_the_store_unchanged(
+    home: Path, spec: Any, files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BentoML has written every file (into staging); the move into the store fails."""
+    first = register(spec, files)
+    before = store_listing(home)
+    seen: list[Path] = []
+
+    def failing_rename(src: Any, dst: Any) -> None:
+        seen.append(Path(src))
+        assert all((Path(src) / f).is_file() for f in MODEL_FILES)  # the files were written
+        raise OSError("killed before the move")
+
+    monkeypatch.setattr(registry.os, "rename", failing_rename)
+    with pytest.raises(KubeloopError, match="nothing was saved"):
+        register(spec, files)
+    assert len(seen) == 1
+    assert [m.tag for m in registry.list_models()] == [first]
+    assert version_dirs(home) == [first.split(":")[1]]
+    assert store_listing(home) == before
+    assert registry.get("churn:latest").tag == first
+    assert list((home / registry.STAGING_DIR).iterdir()) == []  # staging removed
+
+
+def test_model_appears_complete_in_one_rename(
+    home: Path, spec: Any, files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import bentoml
+    from bentoml._internal.models.model import ModelStore
+
+    first = register(spec, files)
+    real_rename = os.rename
+    moves: list[tuple[Path, Path]] = []
+
+    def checked_rename(src: Any, dst: Any) -> None:
+        src, dst = Path(src), Path(dst)
+        # Until the rename, readers of the store see only the old model ...
+        assert [m.tag for m in registry.list_models()] == [first]
+        assert registry.champion("churn") is not None
+        assert registry.champion("churn").tag == first  # type: ignore[union-attr]
+        assert not dst.exists() and dst.parent == home / "models" / "churn"
+        # ... and what is moved in is already complete.
+        assert all((src / f).is_file() for f in MODEL_FILES)
+        moves.append((src, dst))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(registry.os, "rename", checked_rename)
+    second = register(spec, files)
+    assert len(moves) == 1 and moves[0][1].name == second.split(":")[1]
+    assert [m.tag for m in registry.list_models()] == [second, first]
+    assert registry.get(second).tag == second
+    assert registry.get("churn:latest").tag == second and registry.get("churn").tag == second
+    assert (home / "models" / "churn" / "latest").read_text() == second.split(":")[1]
+    store = ModelStore(home / "models")
+    assert str(bentoml.models.get(second, _model_store=store).tag) == second
+    assert str(bentoml.models.get("churn:latest", _model_store=store).tag) == second
+    assert list((home / registry.STAGING_DIR).iterdir()) == []
+
+
 def test_list_get_and_stages(home: Path, spec: Any, files: Any) -> None:
     a = register(spec, files)
     b = register(spec, files, eval_result=result(value=0.9))
@@ -440,4 +518,5 @@ def test_real_model_evaluate_register_load(tmp_path: Path, home: Path) -> None:
     )
     assert again.gate.champion_tag == tag
     assert again.gate.champion_value == pytest.approx(result.primary_value)
-    assert again.gate.passed  # equal score, margin 0.0
+    assert not again.gate.passed  # the same model ties: a tie never beats the champion
+    assert "a tie does not pass" in again.gate.reasons[-1]
