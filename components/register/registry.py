@@ -30,10 +30,15 @@ Contract (serving and canary rollouts build on it)
   production to ``previous`` (the rollback target) and the old previous to ``archived``.
 * **Champion** of a name: its production model, else its newest candidate
   (:func:`champion`).
-* **Atomic registration.** Files are written into BentoML's temporary model directory inside
-  ``bentoml.models.create(...)``; the model is copied into the store only when that block
-  exits cleanly, and BentoML removes a half-copied directory if the copy fails. Any error
-  during :func:`register` leaves the store unchanged.
+* **Atomic registration.** BentoML's own save copies the files straight into
+  ``models/<name>/<version>`` (a concurrent reader could see a half-copied model; a killed
+  process would leave one behind). So :func:`register` lets BentoML save the model into a
+  throwaway ``ModelStore`` under ``$BENTOML_HOME/.staging/<random>/`` (same filesystem), then
+  moves the finished version folder into the real store with one ``os.rename`` and points
+  ``models/<name>/latest`` (BentoML's ``name:latest`` pointer, a one-line file) at the newest
+  version, rewritten atomically. Readers see no model or a complete one; any error before
+  the rename leaves the store unchanged. The staging folder is always removed (a killed
+  process can leave one only under ``.staging``, which no reader looks at).
 * **Loading.** :func:`load` returns a :class:`RegisteredModel` whose ``predict(raw_df)``
   applies the model's own cleaning (``CleanParams``) and then the predictor. The predictor
   and preprocessing loaders are injectable (tests use fakes that satisfy :class:`Predictor`).
@@ -55,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 from pydantic import BaseModel
 
 from kubeloop.components.core.errors import KubeloopError
+from kubeloop.components.core.io import write_text_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
 Stage = Literal["candidate", "production", "previous", "failed", "archived"]
 STAGES: tuple[str, ...] = get_args(Stage)
 STAGES_FILE = "kubeloop_stages.json"
+STAGING_DIR = ".staging"  # under $BENTOML_HOME: same filesystem as models/, so rename is atomic
 # Left out of the registered copy of model_dir: training-time artifacts, not needed to serve.
 EXCLUDED_MODEL_FILES = ("checkpoints", "tensorboard")
 
@@ -155,20 +162,23 @@ def _store() -> ModelStore:
 
 
 @contextlib.contextmanager
+def _registry_lock() -> Iterator[None]:
+    """Exclusive lock for read-modify-write of the stage index and the ``latest`` pointers."""
+    with open(store_home() / (STAGES_FILE + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
 def _stages_locked() -> Iterator[dict[str, str]]:
     """The stage index, locked for read-modify-write; written back atomically on exit."""
-    home = store_home()
-    path = home / STAGES_FILE
-    with open(home / (STAGES_FILE + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = store_home() / STAGES_FILE
+    with _registry_lock():
         stages: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
         before = dict(stages)
         yield stages
         if stages != before:
-            fd, tmp = tempfile.mkstemp(dir=home, prefix=".stages-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
-                json.dump(stages, f, indent=2, sort_keys=True)
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(stages, indent=2, sort_keys=True))
 
 
 def _read_stages() -> dict[str, str]:
@@ -296,6 +306,25 @@ def _copy_model_dir(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*EXCLUDED_MODEL_FILES))
 
 
+def _publish(staging: Path, name: str, version: str) -> None:
+    """Move a completely saved model from the staging store into the real one in one step,
+    then point ``name:latest`` at the newest version of `name`."""
+    models = store_home() / "models"
+    (models / name).mkdir(exist_ok=True)
+    with _registry_lock():
+        os.rename(staging / name / version, models / name / version)
+        # BentoML resolves ``name`` / ``name:latest`` through this one-line file; keep its rule
+        # (the version created last). The model is already published, so if the pointer cannot
+        # be rewritten, drop it: BentoML rebuilds a missing pointer on the next lookup.
+        latest = models / name / "latest"
+        try:
+            newest = max(_store().list(name), key=lambda m: m.creation_time)
+            write_text_atomic(latest, str(newest.tag.version))
+        except OSError:
+            with contextlib.suppress(OSError):
+                latest.unlink(missing_ok=True)
+
+
 def register(
     spec: Spec,
     *,
@@ -314,6 +343,7 @@ def register(
     Refuses (KubeloopError) when the evaluation gate failed. `data_summary` (optional: rows
     per split, audit counts) only feeds the model card.
     """
+    from bentoml._internal.models.model import ModelStore
     from bentoml.models import create
 
     from kubeloop.components.register.card import render_card
@@ -345,8 +375,14 @@ def register(
         }
     )
     labels = {"stage": stage, "project": spec.name, "task": eval_result.task}
+    home = store_home()
+    (home / STAGING_DIR).mkdir(exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=home / STAGING_DIR, prefix=f"{spec.name}-"))
     try:
-        with create(spec.name, labels=labels, metadata=metadata, _model_store=_store()) as bm:
+        # BentoML saves into the staging store; the real store sees nothing until _publish.
+        with create(
+            spec.name, labels=labels, metadata=metadata, _model_store=ModelStore(staging)
+        ) as bm:
             root = Path(bm.path)
             _copy_model_dir(Path(model_dir), root / "model")
             shutil.copyfile(clean_params_path, root / "clean_params.json")
@@ -365,8 +401,11 @@ def register(
             )
             (root / "model_card.md").write_text(card)
             tag = str(bm.tag)
+        _publish(staging, bm.tag.name, str(bm.tag.version))
     except OSError as err:
         raise KubeloopError(f"registering {spec.name!r} failed; nothing was saved: {err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if stage != "candidate":
         set_stage(tag, stage)
     return tag
