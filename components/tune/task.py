@@ -13,6 +13,7 @@ Importing this module is cheap: optuna and the trainer are imported inside funct
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import optuna
 
 JOURNAL_FILE = "optuna.journal"
+_log = logging.getLogger(__name__)
 
 
 def storage_url(spec: Spec) -> str:
@@ -140,7 +142,11 @@ def run_trial(
     *,
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> dict[str, Any]:
-    """Ask one trial from the shared study, train it, tell the value (or PRUNED/FAIL)."""
+    """Ask one trial from the shared study, train it, tell the value (or PRUNED/FAIL).
+
+    A trial whose training raises is told FAIL and returned with ``state: "FAIL"`` and the
+    ``error``; configuration and data errors (KubeloopError) are raised instead.
+    """
     from optuna.trial import TrialState
 
     from kubeloop.components.train import task as train_task
@@ -172,7 +178,28 @@ def run_trial(
                 tensorboard_dir=str(tb_dir),
                 on_epoch=on_epoch,
             )
-    except BaseException:
+    except KubeloopError:
+        # User/config errors (SpecError, DataError, a missing device, ...) do not depend on the
+        # sampled parameters: every trial would fail the same way, so fail the run now.
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as err:
+        # Anything else raised by training belongs to this trial's parameters (a diverging
+        # run whose NaN predictions make the metric raise, out of memory for a large
+        # network, ...): record the trial as FAIL and let the other trials go on. If none
+        # completes, best_params says so.
+        error = f"{type(err).__name__}: {err}"
+        _log.warning("tune: trial %d failed: %s", trial.number, error, exc_info=True)
+        trial.set_user_attr("error", error[:1000])
+        frozen = study.tell(trial, state=TrialState.FAIL)
+        return {
+            "number": frozen.number,
+            "state": frozen.state.name,
+            "value": None,
+            "params": params,
+            "error": error,
+        }
+    except BaseException:  # interrupted or killed: record it, but do not swallow it
         study.tell(trial, state=TrialState.FAIL)
         raise
     trial.set_user_attr("epochs_run", res.epochs_run)

@@ -132,6 +132,56 @@ def test_pruned_trial_is_recorded(tmp_path: Path, data: tuple[str, str]) -> None
         tune.best_params(spec, name)
 
 
+def test_failing_trial_is_recorded_and_the_study_goes_on(
+    tmp_path: Path, data: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubeloop.components.train import task as train_task
+
+    real_run = train_task.run
+    calls: list[dict[str, Any]] = []
+
+    def run_diverging_first(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["params"])
+        if len(calls) == 1:  # what roc_auc_score raises on NaN predictions of a diverged net
+            raise ValueError("Input contains NaN.")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(train_task, "run", run_diverging_first)
+    spec = parse_spec(_raw(tmp_path))
+    name = tune.create_study(spec, "diverge", train_path=data[0])
+    nop = optuna.pruners.NopPruner()
+    results = [tune.run_trial(spec, name, *data, trial_index=i, pruner=nop) for i in range(3)]
+    failed = results[0]
+    assert failed["state"] == "FAIL" and failed["value"] is None
+    assert failed["error"] == "ValueError: Input contains NaN."
+    assert failed["params"] == calls[0] and set(failed["params"]) == set(spec.tune.search_space)
+    assert [r["state"] for r in results[1:]] == ["COMPLETE", "COMPLETE"]
+    study = optuna.load_study(study_name=name, storage=tune.open_storage(tune.storage_url(spec)))
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL and len(states) == 3
+    assert study.trials[0].user_attrs["error"] == "ValueError: Input contains NaN."
+    best = tune.best_params(spec, name)
+    assert best == max(results[1:], key=lambda r: r["value"])["params"]
+
+
+def test_config_error_in_a_trial_still_fails_the_run(
+    tmp_path: Path, data: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubeloop.components.core.errors import DataError
+    from kubeloop.components.train import task as train_task
+
+    def bad_data(*_a: Any, **_k: Any) -> Any:
+        raise DataError("train_path: label column 'churned' has 3 nulls")
+
+    monkeypatch.setattr(train_task, "run", bad_data)
+    spec = parse_spec(_raw(tmp_path))
+    name = tune.create_study(spec, "bad-data", train_path=data[0])
+    with pytest.raises(DataError, match="3 nulls"):
+        tune.run_trial(spec, name, *data, trial_index=0)
+    study = optuna.load_study(study_name=name, storage=tune.open_storage(tune.storage_url(spec)))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
 def test_best_params_without_study(tmp_path: Path) -> None:
     with pytest.raises(KubeloopError, match="not found"):
         tune.best_params(parse_spec(_raw(tmp_path)), "never-ran")
