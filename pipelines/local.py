@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from kubeloop.components.core.spec import Spec
 from kubeloop.components.tracking.steps import read_events
 
+TRIAL_THREADS_ENV = "KUBELOOP_TRIAL_THREADS"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _KFP_LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+ - |-{10})")
 
@@ -223,7 +224,7 @@ def run_local(
     started = time.perf_counter()
     error: str | None = None
     with (
-        _threads_per_task(spec),
+        _threads_per_trial(spec),
         log_path.open("w") as log,
         _Progress(console, workdir, run_id) as progress,
         contextlib.redirect_stdout(_LineTee(log, progress.on_line)),
@@ -248,22 +249,23 @@ def run_local(
 
 
 @contextlib.contextmanager
-def _threads_per_task(spec: Spec) -> Iterator[None]:
-    """Share the cores between parallel trials instead of oversubscribing them.
+def _threads_per_trial(spec: Spec) -> Iterator[None]:
+    """Share the cores between parallel tuning trials instead of oversubscribing them.
 
-    Each task is its own process and torch starts one OpenMP thread per core; with
+    Each task is its own process and torch starts one thread per core; with
     `tune.parallelism` trials at once on a small machine the threads fight over the cores
-    (the pipeline benchmark ran 2.2x slower on 2 cores). An explicit OMP_NUM_THREADS wins.
+    (the pipeline benchmark ran 2.2x slower on 2 cores). Trial tasks read this variable;
+    the other tasks, which run alone, keep every core.
     """
-    if "OMP_NUM_THREADS" in os.environ:
+    if TRIAL_THREADS_ENV in os.environ:
         yield
         return
     cores = len(os.sched_getaffinity(0))
-    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, spec.tune.parallelism)))
+    os.environ[TRIAL_THREADS_ENV] = str(max(1, cores // max(1, spec.tune.parallelism)))
     try:
         yield
     finally:
-        del os.environ["OMP_NUM_THREADS"]
+        del os.environ[TRIAL_THREADS_ENV]
 
 
 def _copy_as_html(src: str | None, dst: Path) -> str | None:

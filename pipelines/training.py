@@ -57,7 +57,10 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
         name=PIPELINE_NAME,
         description=f"kubeloop training loop for project {spec.name}",
     )
-    def training_pipeline(spec_json: str = spec_json_default, run_id: str = "manual") -> None:
+    def training_pipeline(spec_json: str = spec_json_default, run_id: str = "") -> None:
+        # run_id: set by `kubeloop pipeline run` (local tracking, study name); left empty
+        # for runs started elsewhere, whose study is then named after the KFP job id.
+        job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         ing = _no_cache(ingest(spec_json=spec_json, run_id=run_id))
         val = _no_cache(validate(spec_json=spec_json, run_id=run_id, data=ing.outputs["data"]))
         spl = _no_cache(split(spec_json=spec_json, run_id=run_id, data=ing.outputs["data"]))
@@ -86,7 +89,7 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
             feat.outputs["test"],
         )
         if spec.tune.enabled:
-            study = _no_cache(create_study(spec_json=spec_json, run_id=run_id))
+            study = _no_cache(create_study(spec_json=spec_json, run_id=run_id, job_id=job_id))
             with dsl.ParallelFor(
                 items=list(range(spec.tune.trials)), parallelism=spec.tune.parallelism
             ) as index:
@@ -94,6 +97,7 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
                     tune_trial(
                         spec_json=spec_json,
                         run_id=run_id,
+                        job_id=job_id,
                         trial_index=index,
                         train=train_set,
                         val=val_set,
@@ -104,6 +108,7 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
                 select_best(
                     spec_json=spec_json,
                     run_id=run_id,
+                    job_id=job_id,
                     trials=dsl.Collected(trial.output),
                 )
             )

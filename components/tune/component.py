@@ -1,7 +1,8 @@
 """KFP components: an Optuna study whose trials fan out as parallel tasks.
 
-The study is named after the run id, so trials find it from the pipeline parameters alone
-(kfp.local substitutes the loop item for upstream task outputs inside `ParallelFor`).
+The study is named after the run id (or, for a run started without one, e.g. from the KFP
+UI, after the KFP job id), so trials find it from the pipeline parameters alone (kfp.local
+substitutes the loop item for upstream task outputs inside `ParallelFor`).
 """
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
@@ -12,7 +13,7 @@ from kubeloop.components.core.image import PLATFORM_IMAGE
 
 
 @dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
-def create_study(spec_json: str, run_id: str) -> str:
+def create_study(spec_json: str, run_id: str, job_id: str) -> str:
     """Create (or reuse) the study every trial task shares; returns its name."""
     from kubeloop.components.core.spec import spec_from_json
     from kubeloop.components.tracking.steps import record_step
@@ -20,7 +21,7 @@ def create_study(spec_json: str, run_id: str) -> str:
 
     spec = spec_from_json(spec_json)
     with record_step(spec, run_id, "create-study") as rec:
-        name = create(spec, run_id)
+        name = create(spec, run_id or f"kfp-{job_id}")
         rec(study=name)
     return name
 
@@ -29,12 +30,19 @@ def create_study(spec_json: str, run_id: str) -> str:
 def tune_trial(
     spec_json: str,
     run_id: str,
+    job_id: str,
     trial_index: int,
     train: dsl.Input[dsl.Dataset],
     val: dsl.Input[dsl.Dataset],
 ) -> str:
     """Ask the shared study for parameters, train with pruning, tell the result."""
     import json
+    import os
+
+    if os.environ.get("KUBELOOP_TRIAL_THREADS"):  # set by the local runner: trials share cores
+        import torch
+
+        torch.set_num_threads(int(os.environ["KUBELOOP_TRIAL_THREADS"]))
 
     from kubeloop.components.core.spec import spec_from_json
     from kubeloop.components.tracking.steps import record_step
@@ -42,13 +50,13 @@ def tune_trial(
 
     spec = spec_from_json(spec_json)
     with record_step(spec, run_id, f"trial-{trial_index}") as rec:
-        result = run_trial(spec, run_id, train.path, val.path, trial_index)
+        result = run_trial(spec, run_id or f"kfp-{job_id}", train.path, val.path, trial_index)
         rec(trial=result)
     return json.dumps(result, default=str)
 
 
 @dsl.component(base_image=PLATFORM_IMAGE, install_kfp_package=False)
-def select_best(spec_json: str, run_id: str, trials: list) -> str:
+def select_best(spec_json: str, run_id: str, job_id: str, trials: list) -> str:
     """Best parameters of the study, as JSON, once every trial has reported."""
     import json
 
@@ -58,6 +66,6 @@ def select_best(spec_json: str, run_id: str, trials: list) -> str:
 
     spec = spec_from_json(spec_json)
     with record_step(spec, run_id, "select-best") as rec:
-        params = best_params(spec, run_id)
+        params = best_params(spec, run_id or f"kfp-{job_id}")
         rec(tuned_params=params, trials=len(trials))
     return json.dumps(params)

@@ -49,3 +49,11 @@ def test_trials_fan_out_with_the_spec_parallelism() -> None:
     text = GOLDEN_IR.read_text()
     assert "parallelismLimit: 2" in text
     assert "'[0, 1, 2, 3]'" in text or "[0, 1, 2, 3]" in text
+
+
+def test_runs_started_without_a_run_id_get_their_own_study() -> None:
+    """The KFP job id names the study when `run_id` is left empty (e.g. a run from the UI)."""
+    spec_doc, _ = _docs(GOLDEN_IR)
+    assert spec_doc["root"]["inputDefinitions"]["parameters"]["run_id"]["defaultValue"] == ""
+    text = GOLDEN_IR.read_text()
+    assert text.count("constant: '{{$.pipeline_job_uuid}}'") == 3  # study, trials, select
