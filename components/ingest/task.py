@@ -3,9 +3,12 @@
 What is fixed here (formats, not values): text categories are trimmed, lowercased and
 their space/hyphen/underscore variants folded into one form ("Month-to-Month",
 " month to month " -> "month_to_month"); the timestamp column is parsed from mixed
-formats to UTC; mostly-numeric text ("$1,234.50") becomes float; exact duplicate rows and
-rows without a label or timestamp are dropped. Impossible values, outliers and nulls
-stay: validation must see them, and cleaning fits its parameters on train only.
+formats to UTC; mostly-numeric text ("$1,234.50") becomes float; rows without a label or
+timestamp are dropped. Exact duplicate rows are dropped only when the spec names an entity
+or a timestamp (then a repeated record is the same event sent twice); in a plain feature
+table identical rows are separate observations, so they are kept (and counted).
+Impossible values, outliers and nulls stay: validation must see them, and cleaning fits
+its parameters on train only.
 """
 
 from __future__ import annotations
@@ -94,11 +97,15 @@ def _parse_timestamps(s: pd.Series) -> tuple[pd.Series, int]:
 
 def _row_ids(df: pd.DataFrame) -> pd.Series:
     """Content hash of each row: the same record gets the same id on every re-ingest,
-    whatever the file order (rows are unique here: exact duplicates are already gone)."""
+    whatever the file order. Identical rows (kept in plain feature tables) get "-1", "-2"
+    ... after the hash for their 2nd, 3rd ... copy, so ids stay unique."""
     import pandas as pd
 
     hashes = pd.util.hash_pandas_object(df, index=False)
-    return hashes.map(lambda h: f"{int(h):016x}").astype(object)
+    ids = hashes.map(lambda h: f"{int(h):016x}").astype(object)
+    copy = hashes.groupby(hashes).cumcount()
+    ids[copy > 0] = ids[copy > 0] + "-" + copy[copy > 0].astype(str)
+    return ids
 
 
 def normalize(
@@ -115,6 +122,7 @@ def normalize(
         "timestamp_unparseable": 0,
         "missing_timestamp": 0,
         "duplicate_rows": 0,
+        "duplicate_rows_kept": 0,
         "missing_label": 0,
     }
     df = df.copy()
@@ -147,9 +155,12 @@ def normalize(
         audit["missing_timestamp"] = int(missing_ts.sum())
         df = df[~missing_ts]
 
-    before = len(df)
-    df = df.drop_duplicates()
-    audit["duplicate_rows"] = before - len(df)
+    if d.entity is not None or d.timestamp is not None:
+        before = len(df)
+        df = df.drop_duplicates()
+        audit["duplicate_rows"] = before - len(df)
+    else:
+        audit["duplicate_rows_kept"] = int(df.duplicated().sum())
 
     if d.label in df.columns:
         missing_label = df[d.label].isna()

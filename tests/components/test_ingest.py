@@ -24,6 +24,7 @@ def test_ingest_churn_demo(churn_spec: Spec, tmp_path: Path) -> None:
     assert result.task == "binary"
     a = result.audit
     assert a["duplicate_rows"] > 0 and a["missing_label"] > 0 and a["missing_timestamp"] > 0
+    assert a["duplicate_rows_kept"] == 0  # entity + timestamp: repeats are duplicates
     assert json.loads(audit_path.read_text()) == a
     assert str(df["event_timestamp"].dtype) == "datetime64[ns, UTC]"
     assert df["monthly_charges"].dtype == "float64"  # "$1,234.50" parsed
@@ -57,18 +58,20 @@ def test_ingest_normalizes_small_table(tmp_path: Path) -> None:
 
 def test_ingest_derives_row_id_and_ingested_at(tmp_path: Path) -> None:
     src = tmp_path / "d.csv"
-    pd.DataFrame({"x": [1, 2, 3, 3], "y": [0, 1, 0, 0]}).to_csv(src, index=False)
+    pd.DataFrame({"x": [1, 2, 3, 3, 3], "y": [0, 1, 0, 0, 0]}).to_csv(src, index=False)
     now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     r1 = run(_spec(src), str(tmp_path / "a.parquet"), str(tmp_path / "a.json"), now=now)
-    assert r1.audit["duplicate_rows"] == 1 and r1.rows_out == 3
+    # No entity/timestamp: identical rows are separate observations, kept and counted.
+    assert r1.audit["duplicate_rows"] == 0 and r1.audit["duplicate_rows_kept"] == 2
+    assert r1.rows_out == 5
     a = pd.read_parquet(tmp_path / "a.parquet")
-    assert a["row_id"].is_unique
+    assert a["row_id"].is_unique  # Feast needs one row per (row_id, ingested_at)
     assert (a["ingested_at"] == pd.Timestamp(now)).all()
     # Stable ids: the same rows in another order get the same ids.
-    pd.DataFrame({"x": [3, 2, 1], "y": [0, 1, 0]}).to_csv(src, index=False)
+    pd.DataFrame({"x": [3, 2, 3, 1, 3], "y": [0, 1, 0, 0, 0]}).to_csv(src, index=False)
     run(_spec(src), str(tmp_path / "b.parquet"), str(tmp_path / "b.json"), now=now)
     b = pd.read_parquet(tmp_path / "b.parquet")
-    assert dict(zip(a["x"], a["row_id"], strict=True)) == dict(
+    assert sorted(zip(a["x"], a["row_id"], strict=True)) == sorted(
         zip(b["x"], b["row_id"], strict=True)
     )
     assert (
@@ -77,6 +80,23 @@ def test_ingest_derives_row_id_and_ingested_at(tmp_path: Path) -> None:
             _spec(src), str(tmp_path / "c.parquet"), str(tmp_path / "c.json"), now=now
         ).fingerprint
     )
+
+
+@pytest.mark.parametrize("keys", [{"entity": "who"}, {"timestamp": "when"}])
+def test_duplicates_dropped_with_entity_or_timestamp(tmp_path: Path, keys: dict[str, str]) -> None:
+    src = tmp_path / "d.csv"
+    pd.DataFrame(
+        {
+            "who": ["a", "b", "b", "c"],
+            "when": ["2025-01-01", "2025-01-02", "2025-01-02", "2025-01-03"],
+            "x": [1, 2, 2, 3],
+            "y": [0, 1, 1, 0],
+        }
+    ).to_csv(src, index=False)
+    result = run(_spec(src, **keys), str(tmp_path / "o.parquet"), str(tmp_path / "a.json"))
+    # A repeated record of the same entity/event is one event sent twice.
+    assert result.audit["duplicate_rows"] == 1 and result.audit["duplicate_rows_kept"] == 0
+    assert result.rows_out == 3
 
 
 def test_missing_file(tmp_path: Path) -> None:
