@@ -3,11 +3,13 @@
 `apply` is also what serving calls on each request, so it is plain vectorized pandas with
 no fitting and works on one-row frames.
 
-Bot-like rows (the same feature values under >= 5 distinct entities: scripted sign-ups,
-test accounts) are dropped from TRAIN only. They are not customers, so the model should
-not learn from them; but val/test keep them, because production traffic will contain
-them too and evaluation must show how the model handles what it will really be sent
-(and dropping rows there would use the evaluation data to shape the pipeline).
+Bot-like rows (the same feature values under >= `data.clean.bot_min_entities` (5)
+distinct `data.entity` values: scripted sign-ups, test accounts) are dropped from TRAIN
+only, and only when the spec names an entity (derived row ids identify rows, not who sent
+them). They are not customers, so the model should not learn from them; but val/test
+keep them, because production traffic will contain them too and evaluation must show how
+the model handles what it will really be sent (and dropping rows there would use the
+evaluation data to shape the pipeline).
 """
 
 from __future__ import annotations
@@ -43,21 +45,6 @@ class CleanResult(BaseModel):
     params_path: str
 
 
-def _as_category(s: pd.Series) -> pd.Series:
-    """Categorical values as text; integral floats as "3", not "3.0" (NaN-induced floats)."""
-    import pandas as pd
-
-    if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
-        return s.astype(object)
-    out = s.astype(object)
-    mask = s.notna()
-    if pd.api.types.is_float_dtype(s) and (s[mask] == s[mask].round()).all():
-        out[mask] = s[mask].astype("int64").astype(str)
-    else:
-        out[mask] = s[mask].astype(str)
-    return out
-
-
 def _within_range(s: pd.Series, lo: float, hi: float) -> pd.Series:
     return s.where((s >= lo) & (s <= hi))
 
@@ -66,7 +53,7 @@ def fit(train_df: pd.DataFrame, spec: Spec) -> CleanParams:
     """Fit imputation values and caps on the training split (after impossible -> missing)."""
     import pandas as pd
 
-    from kubeloop.components.core.schema import feature_kinds
+    from kubeloop.components.core.schema import as_category_text, feature_kinds
 
     c = spec.data.clean
     kinds = feature_kinds(train_df, spec)
@@ -79,6 +66,7 @@ def fit(train_df: pd.DataFrame, spec: Spec) -> CleanParams:
         categorical_impute={},
         caps={},
         valid_ranges=dict(c.valid_ranges),
+        bot_min_entities=c.bot_min_entities,
     )
     q_lo, q_hi = c.cap_quantiles
     for col, kind in kinds.items():
@@ -97,7 +85,7 @@ def fit(train_df: pd.DataFrame, spec: Spec) -> CleanParams:
             value = capped.median() if c.impute_numeric == "median" else capped.mean()
             params.numeric_impute[col] = float(value)
         else:
-            s = _as_category(train_df[col]).dropna()
+            s = as_category_text(train_df[col]).dropna()
             if c.impute_categorical == "mode" and not s.empty:
                 params.categorical_impute[col] = str(s.mode().iloc[0])
             else:
@@ -108,6 +96,8 @@ def fit(train_df: pd.DataFrame, spec: Spec) -> CleanParams:
 def apply(df: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
     """Clean any frame with fitted params; other columns pass through unchanged."""
     import pandas as pd
+
+    from kubeloop.components.core.schema import as_category_text
 
     missing = [c for c in params.kinds if c not in df.columns]
     if missing:
@@ -127,16 +117,20 @@ def apply(df: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame, dict[str
             counts["imputed_numeric"] += int(s.isna().sum())
             out[col] = s.fillna(params.numeric_impute[col])
         else:
-            s = _as_category(out[col])
+            s = as_category_text(out[col])
             counts["imputed_categorical"] += int(s.isna().sum())
             out[col] = s.fillna(params.categorical_impute[col])
     return out, counts
 
 
 def drop_bots(df: pd.DataFrame, spec: Spec, features: list[str], min_entities: int) -> pd.DataFrame:
-    """Drop rows whose exact feature values occur under >= `min_entities` distinct entities."""
-    entity = spec.data.entity_column
-    if not features or entity not in df.columns:
+    """Drop rows whose exact feature values occur under >= `min_entities` distinct entities.
+
+    Only with a real `data.entity`: derived row ids are one per row and say nothing about
+    who sent it, so repeated feature values there are ordinary (low-cardinality features),
+    not bots. `min_entities` 0 disables the rule."""
+    entity = spec.data.entity
+    if not features or entity is None or min_entities <= 0 or entity not in df.columns:
         return df
     import pandas as pd
 
@@ -168,7 +162,7 @@ def run(
     }
     counts: dict[str, dict[str, int]] = {}
     train = frames["train"]
-    bot_min = CleanParams.model_fields["bot_min_entities"].default
+    bot_min = spec.data.clean.bot_min_entities
     kept = drop_bots(train, spec, feature_columns(train, spec), bot_min)
     if kept.empty:
         raise DataError(f"clean: every training row looks bot-like ({len(train)} rows)")

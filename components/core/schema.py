@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kubeloop.components.core.errors import DataError
 from kubeloop.components.core.spec import ResolvedTask, Spec
@@ -40,6 +40,31 @@ def feature_kinds(df: pd.DataFrame, spec: Spec) -> dict[str, ColumnKind]:
         else:
             kinds[c] = "numeric"
     return kinds
+
+
+def category_text(v: Any) -> str | None:
+    """One categorical value as text; None when missing; integral floats print as ints
+    (3.0 -> "3": a column turns float when it has nulls, and 3 and 3.0 are one category).
+
+    The single definition used by clean (fit and apply) and the train encoder (vocabulary
+    and serving lookups): they must agree value by value or serving codes go wrong."""
+    if type(v) is str:  # the common case (clean's output), without the imports below
+        return v
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(v, float | np.floating):
+        if v != v:  # NaN
+            return None
+        return str(int(v)) if float(v).is_integer() else str(v)
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    return str(v)
+
+
+def as_category_text(s: pd.Series) -> pd.Series:
+    """:func:`category_text` for a column (object dtype); missing values stay missing."""
+    return s.map(category_text, na_action="ignore").astype(object)
 
 
 def resolve_task(df: pd.DataFrame, spec: Spec) -> ResolvedTask:

@@ -17,25 +17,14 @@ import numpy as np
 import pandas as pd
 
 from kubeloop.components.core.errors import DataError
-from kubeloop.components.core.schema import feature_columns, feature_kinds, resolve_task
+from kubeloop.components.core.schema import (
+    as_category_text,
+    category_text,
+    feature_columns,
+    feature_kinds,
+    resolve_task,
+)
 from kubeloop.components.core.spec import ResolvedTask, Spec
-
-
-def _text(v: Any) -> str | None:
-    """One categorical value as text; None for missing; integral floats print as ints."""
-    if isinstance(v, float | np.floating):
-        if v != v:  # NaN
-            return None
-        return str(int(v)) if float(v).is_integer() else str(v)
-    if v is None or v is pd.NA or v is pd.NaT:
-        return None
-    return str(v)
-
-
-def _as_text(s: pd.Series) -> pd.Series:
-    """Categorical values as strings (3.0 and 3 are one value), missing stays missing."""
-    return s.map(_text, na_action="ignore").astype(object)
-
 
 # Below this many rows a dict lookup per value beats pandas' vectorized machinery
 # (serving predicts one or a few rows at a time).
@@ -94,7 +83,7 @@ class Encoder:
         means = [float(m) if math.isfinite(m) else 0.0 for m in num.mean()]
         # A constant column would divide by zero; std 1 leaves it centred at 0.
         stds = [float(s) if math.isfinite(s) and s > 0 else 1.0 for s in num.std(ddof=0)]
-        vocab = {c: sorted(_as_text(df[c]).dropna().unique().tolist()) for c in categorical}
+        vocab = {c: sorted(as_category_text(df[c]).dropna().unique().tolist()) for c in categorical}
         y = df[spec.data.label].dropna()
         if task == "regression":
             yf = y.astype("float64")
@@ -149,10 +138,10 @@ class Encoder:
         for j, c in enumerate(self.categorical):
             if n <= SMALL_BATCH:
                 codes = self._codes[c]
-                x_cat[:, j] = [codes.get(_text(v), 0) for v in df[c].tolist()]
+                x_cat[:, j] = [codes.get(category_text(v), 0) for v in df[c].tolist()]
             else:
                 # get_indexer gives -1 for unseen and missing values -> 0 after the shift.
-                x_cat[:, j] = self._index[c].get_indexer(_as_text(df[c])) + 1
+                x_cat[:, j] = self._index[c].get_indexer(as_category_text(df[c])) + 1
         return np.ascontiguousarray(x_num, dtype=np.float32), x_cat
 
     def encode_label(self, df: pd.DataFrame, *, what: str = "data") -> np.ndarray:

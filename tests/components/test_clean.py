@@ -10,7 +10,7 @@ import pytest
 
 from kubeloop.components.clean.task import MISSING_TOKEN, CleanParams, apply, fit, run
 from kubeloop.components.core.errors import DataError
-from kubeloop.components.core.spec import Spec
+from kubeloop.components.core.spec import Spec, parse_spec
 from kubeloop.components.split.task import run as split_run
 
 
@@ -94,3 +94,87 @@ def test_caps_and_mode(churn_spec: Spec) -> None:
     assert 0 < lo < 2 and 8 < hi < 1000
     out, counts = apply(df, params)
     assert out["tenure_months"].max() == hi and counts["capped"] == 2
+
+
+def _write_splits(df: pd.DataFrame, tmp_path: Path) -> list[str]:
+    paths = [str(tmp_path / f"in_{s}.parquet") for s in ("train", "val", "test")]
+    for p in paths:
+        df.to_parquet(p)
+    return paths
+
+
+def _repeated_rows(entity: str) -> pd.DataFrame:
+    """60 rows, one per entity, only 4 distinct feature vectors (low-cardinality features)."""
+    n = 60
+    return pd.DataFrame(
+        {
+            entity: [f"e{i}" for i in range(n)],
+            "event_timestamp": pd.Timestamp("2025-01-01", tz="UTC"),
+            "plan": ["a", "b"] * (n // 2),
+            "seats": [1.0, 1.0, 2.0, 2.0] * (n // 4),
+            "y": [0, 1, 1] * (n // 3),
+        }
+    )
+
+
+def test_no_bot_rule_with_derived_row_ids(tmp_path: Path) -> None:
+    # No data.entity: the entity column is the derived row_id, unique per row, so repeated
+    # feature vectors are ordinary rows, not bots.
+    spec = parse_spec({"name": "t", "data": {"source": "x.csv", "label": "y"}})
+    df = _repeated_rows("row_id").rename(columns={"event_timestamp": "ingested_at"})
+    result, frames = _clean(spec, _write_splits(df, tmp_path), tmp_path)
+    assert result.counts["train"]["bot_rows"] == 0 and len(frames[0]) == len(df)
+
+
+def test_bot_rule_with_entity_and_its_setting(tmp_path: Path) -> None:
+    # 40 customers with their own feature values + 10 customers sharing one vector (bots).
+    df = pd.DataFrame(
+        {
+            "customer": [f"c{i}" for i in range(50)],
+            "event_timestamp": pd.Timestamp("2025-01-01", tz="UTC"),
+            "plan": ["a", "b"] * 20 + ["z"] * 10,
+            "seats": [float(i) for i in range(40)] + [99.0] * 10,
+            "y": [0, 1] * 25,
+        }
+    )
+    splits = _write_splits(df, tmp_path)
+    data: dict[str, object] = {
+        "source": "x.csv",
+        "label": "y",
+        "entity": "customer",
+        "timestamp": "event_timestamp",
+    }
+    expected = {None: 10, 10: 10, 11: 0, 0: 0}  # bot_min_entities -> rows dropped
+    for setting, dropped in expected.items():
+        if setting is not None:
+            data["clean"] = {"bot_min_entities": setting}
+        spec = parse_spec({"name": "t", "data": data})
+        result, frames = _clean(spec, splits, tmp_path / str(setting))
+        assert result.counts["train"]["bot_rows"] == dropped, setting
+        assert len(frames[0]) == len(df) - dropped and len(frames[2]) == len(df)
+        assert (frames[0]["seats"] == 99.0).any() == (dropped == 0)
+
+
+def test_category_text_does_not_depend_on_the_batch() -> None:
+    # A categorical float column with integral and non-integral values: 3.0 must become the
+    # same text in a training batch as in a one-row serving request, and as in the encoder.
+    from kubeloop.components.train.encoder import Encoder
+
+    spec = parse_spec(
+        {"name": "t", "data": {"source": "x.csv", "label": "y", "categorical": ["size"]}}
+    )
+    df = pd.DataFrame(
+        {
+            "row_id": ["a", "b", "c", "d"],
+            "ingested_at": pd.Timestamp("2025-01-01", tz="UTC"),
+            "size": [3.0, 3.5, np.nan, 3.0],
+            "y": [0, 1, 0, 1],
+        }
+    )
+    params = fit(df, spec)
+    batch, _ = apply(df, params)
+    one, _ = apply(df.iloc[[0]], params)
+    assert batch["size"].tolist()[:2] == ["3", "3.5"] and one["size"].iloc[0] == "3"
+    encoder = Encoder.fit(batch, spec)
+    assert encoder.vocab["size"] == sorted({"3", "3.5", MISSING_TOKEN})
+    assert encoder.transform(one)[1][0, 0] == encoder.transform(batch)[1][0, 0] > 0
