@@ -11,7 +11,6 @@ functions: importing this module stays cheap for the KFP component.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from datetime import timedelta
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from kubeloop.components.core.errors import DataError, KubeloopError
+from kubeloop.components.core.io import atomic_path
 from kubeloop.components.core.spec import Spec
 
 if TYPE_CHECKING:
@@ -102,7 +102,9 @@ def run(
     source = pd.concat([df[[*key_cols, *features]] for df in frames.values()], ignore_index=True)
     _check_keys(source, d.entity_column, d.timestamp_column)
     src_path = source_path(spec)
-    _write_atomic(source, src_path)
+    # Replaced in one step: Feast (or a server) reading it never sees half a file.
+    with atomic_path(src_path) as tmp:
+        source.to_parquet(tmp, index=False)
 
     defs = build(
         spec,
@@ -293,11 +295,3 @@ def _check_keys(source: pd.DataFrame, entity: str, ts: str) -> None:
             f"with another row, e.g. {example}; Feast needs one feature row per entity and "
             "timestamp (make timestamps unique, or leave data.entity unset to use row ids)"
         )
-
-
-def _write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Replace the source parquet in one step, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from kubeloop.components.core.errors import KubeloopError
+from kubeloop.components.core.io import write_text_atomic
 
 if TYPE_CHECKING:
     from kubeloop.components.core.spec import Spec
@@ -79,18 +78,6 @@ def code_version() -> dict[str, str | None]:
     return {"version": kubeloop.__version__, "git_commit": commit}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RunStore:
     """Run records under `root` (normally ``{spec.workdir}/runs``)."""
 
@@ -105,14 +92,14 @@ class RunStore:
         return self.root / run_id / RUN_FILE
 
     def _save(self, record: RunRecord) -> RunRecord:
-        _write_atomic(self._file(record.run_id), record.model_dump_json(indent=2))
+        write_text_atomic(self._file(record.run_id), record.model_dump_json(indent=2))
         return record
 
     def start(self, run_id: str, spec: Spec) -> RunRecord:
         if self._file(run_id).exists():
             raise KubeloopError(f"run {run_id!r} already exists in {self.root}")
         spec_dict = spec.model_dump(mode="json")
-        _write_atomic(
+        write_text_atomic(
             self.root / run_id / SPEC_FILE,
             yaml.safe_dump(spec_dict, sort_keys=False),
         )

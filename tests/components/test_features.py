@@ -177,6 +177,29 @@ def test_rerun_replaces_source_and_stays_consistent(
     assert not list(Path(result.source_path).parent.glob("*.tmp"))
 
 
+def test_failed_source_write_keeps_old_source_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that dies half-way (disk full) must leave the previous source intact."""
+    from kubeloop.components.features.store import source_path
+
+    spec = make_spec(tmp_path / "work")
+    paths = write_splits(churn_frame(customers=5), tmp_path / "in")
+    src = source_path(spec)
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"previous source")
+
+    def half_write(self: pd.DataFrame, path: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"PAR1 half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    with pytest.raises(OSError, match="No space"):
+        run_stage(spec, paths, tmp_path / "out")
+    assert src.read_bytes() == b"previous source"
+    assert [p.name for p in src.parent.iterdir()] == [src.name]
+
+
 def test_disabled_copies_through(tmp_path: Path) -> None:
     spec = make_spec(tmp_path / "work", enabled=False)
     paths = write_splits(churn_frame(customers=5), tmp_path / "in")
