@@ -149,6 +149,8 @@ def build_training_pipeline(spec: Spec) -> Callable[..., Any]:
                 evaluation=ev.outputs["evaluation"],
                 train=train_set,
                 report=ev.outputs["report"],
+                ingest_audit=ing.outputs["audit"],
+                clean_audit=cln.outputs["audit"],
             )
         )
 

@@ -17,10 +17,12 @@ def register(
     evaluation: dsl.Input[dsl.Artifact],
     train: dsl.Input[dsl.Dataset],
     report: dsl.Input[dsl.HTML],
+    ingest_audit: dsl.Input[dsl.Artifact],
+    clean_audit: dsl.Input[dsl.Artifact],
 ) -> str:
     """Store the model with its preprocessing, metrics, lineage and model card."""
     from kubeloop.components.core.spec import spec_from_json
-    from kubeloop.components.register.task import run
+    from kubeloop.components.register.task import load_audit, run
     from kubeloop.components.tracking.steps import record_step
 
     spec = spec_from_json(spec_json)
@@ -34,6 +36,7 @@ def register(
             data_fingerprint,
             run_id,
             report.path,
+            audit=load_audit(ingest_audit.path, clean_audit.path),
         )
         rec(model_tag=tag)
     return tag or ""

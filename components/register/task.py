@@ -23,7 +23,10 @@ def run(
     *,
     audit: dict[str, Any] | None = None,
 ) -> str | None:
-    """The registered tag, or None (nothing registered) when the evaluation gate failed."""
+    """The registered tag, or None (nothing registered) when the evaluation gate failed.
+
+    `audit`: counts of what ingest and clean changed (see :func:`load_audit`); the model
+    card lists them as known data issues."""
     from kubeloop.components.core.io import read_table
     from kubeloop.components.core.schema import feature_kinds
     from kubeloop.components.core.stats import label_stats, reference_stats
@@ -54,3 +57,20 @@ def run(
             "audit": audit or {},
         },
     )
+
+
+def load_audit(ingest_audit: str | None, clean_audit: str | None) -> dict[str, int]:
+    """Flatten the ingest and clean audit files into ``{"stage[ split]: rule": count}``."""
+    import json
+    from pathlib import Path
+
+    flat: dict[str, int] = {}
+    for stage, path in (("ingest", ingest_audit), ("clean", clean_audit)):
+        if not path or not Path(path).is_file():
+            continue
+        for key, value in json.loads(Path(path).read_text()).items():
+            if isinstance(value, dict):  # clean: per split
+                flat.update({f"{stage} {key}: {k}": int(v) for k, v in value.items()})
+            elif key not in ("rows_in", "rows_out") and isinstance(value, int | float):
+                flat[f"{stage}: {key}"] = int(value)
+    return flat

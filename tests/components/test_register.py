@@ -520,3 +520,22 @@ def test_real_model_evaluate_register_load(tmp_path: Path, home: Path) -> None:
     assert again.gate.champion_value == pytest.approx(result.primary_value)
     assert not again.gate.passed  # the same model ties: a tie never beats the champion
     assert "a tie does not pass" in again.gate.reasons[-1]
+
+
+def test_load_audit_flattens_ingest_and_clean_counts(tmp_path: Path) -> None:
+    from kubeloop.components.register.task import load_audit
+
+    (tmp_path / "ingest.json").write_text(
+        json.dumps({"rows_in": 10, "duplicate_rows": 2, "missing_label": 0, "rows_out": 8})
+    )
+    (tmp_path / "clean.json").write_text(
+        json.dumps({"train": {"capped": 3}, "test": {"capped": 1}})
+    )
+    audit = load_audit(str(tmp_path / "ingest.json"), str(tmp_path / "clean.json"))
+    assert audit == {
+        "ingest: duplicate_rows": 2,
+        "ingest: missing_label": 0,
+        "clean train: capped": 3,
+        "clean test: capped": 1,
+    }
+    assert load_audit(None, str(tmp_path / "missing.json")) == {}

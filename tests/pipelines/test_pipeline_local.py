@@ -82,6 +82,8 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(tmp_path: Pat
     assert model.metadata["run_id"] == first.run_id
     assert model.metadata["feature_service"] == "churn_v1"
     assert "<img" in Path(first.report or "").read_text()
+    card = (Path(model.path) / "model_card.md").read_text()
+    assert "data issue: ingest: duplicate_rows" in card  # the demo data's dirt is disclosed
     record = RunStore(Path(spec.workdir) / "runs").get(first.run_id)
     assert record.status == "succeeded"
     assert record.data_fingerprint == model.metadata["data_fingerprint"]
