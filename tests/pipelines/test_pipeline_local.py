@@ -102,9 +102,10 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(tmp_path: Pat
     card = cli.invoke(app, ["models", "show", first.model_tag, "--json"])
     assert card.exit_code == 0 and "candidate" in card.output, card.output
 
-    # The second run is gated against the first model as champion, on the same test rows.
-    _edit_spec(spec_path, tune={"enabled": False})
-    second = _run(spec_path)
+    # Re-running the saved spec is gated against the first model as champion, on the same
+    # test rows.
+    saved = RunStore(Path(spec.workdir) / "runs").spec_path(first.run_id)
+    second = _run(saved)
     assert second.status in ("succeeded", "gate_failed"), second
     assert any(first.model_tag in reason for reason in second.gate_reasons), second.gate_reasons
     assert len(_models("churn")) == (2 if second.status == "succeeded" else 1)
