@@ -135,6 +135,8 @@ def _print_summary(summary: Any) -> None:
     ok = summary.status == "succeeded"
     colour = {"succeeded": "green", "gate_failed": "yellow"}.get(summary.status, "red")
     table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # paths must stay whole to be copied
     table.add_row("run", summary.run_id)
     table.add_row("status", f"[{colour}]{summary.status}[/]")
     if summary.failed_step:
