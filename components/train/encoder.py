@@ -85,22 +85,7 @@ class Encoder:
         stds = [float(s) if math.isfinite(s) and s > 0 else 1.0 for s in num.std(ddof=0)]
         vocab = {c: sorted(as_category_text(df[c]).dropna().unique().tolist()) for c in categorical}
         y = df[spec.data.label].dropna()
-        if task == "regression":
-            yf = y.astype("float64")
-            std = float(yf.std(ddof=0))
-            return cls(
-                task=task,
-                label=spec.data.label,
-                numeric=numeric,
-                categorical=categorical,
-                means=means,
-                stds=stds,
-                vocab=vocab,
-                target_mean=float(yf.mean()),
-                target_std=std if math.isfinite(std) and std > 0 else 1.0,
-            )
-        classes = [_native(v) for v in sorted(y.unique().tolist())]
-        return cls(
+        common: dict[str, Any] = dict(
             task=task,
             label=spec.data.label,
             numeric=numeric,
@@ -108,8 +93,16 @@ class Encoder:
             means=means,
             stds=stds,
             vocab=vocab,
-            classes=classes,
         )
+        if task == "regression":
+            yf = y.astype("float64")
+            std = float(yf.std(ddof=0))
+            return cls(
+                **common,
+                target_mean=float(yf.mean()),
+                target_std=std if math.isfinite(std) and std > 0 else 1.0,
+            )
+        return cls(**common, classes=[_native(v) for v in sorted(y.unique().tolist())])
 
     # -- transforming ----------------------------------------------------------------------
     @property

@@ -345,26 +345,8 @@ def test_champion_scores_the_raw_rows_through_its_own_preprocessing(
     def recording_loader(_clean_params_path: str) -> Any:
         return lambda df: seen.append(df.copy()) or df
 
-    run(
-        spec,
-        fake_model_dir(tmp_path / "cand", {"x": 3.0}),
-        val,
-        test,
-        str(tmp_path / "out" / "report.html"),
-        str(tmp_path / "out" / "metrics.json"),
-        predictor_loader=fake_loader,
-        preprocess_loader=recording_loader,
-        raw_val_path=str(raw_val),
-        raw_test_path=str(raw_test),
-    )
-    assert seen, "the champion's preprocessing was not used"
-    raw_x = set(pd.read_parquet(raw_test)["x"]) | set(pd.read_parquet(raw_val)["x"])
-    assert all(set(df["x"]) <= raw_x for df in seen)
-
-    short = tmp_path / "short.parquet"
-    pd.read_parquet(raw_test).iloc[:5].to_parquet(short)
-    with pytest.raises(KubeloopError, match="differ in length"):
-        run(
+    def evaluate_with_raw(raw_test_path: Path) -> EvalResult:
+        return run(
             spec,
             fake_model_dir(tmp_path / "cand", {"x": 3.0}),
             val,
@@ -374,5 +356,15 @@ def test_champion_scores_the_raw_rows_through_its_own_preprocessing(
             predictor_loader=fake_loader,
             preprocess_loader=recording_loader,
             raw_val_path=str(raw_val),
-            raw_test_path=str(short),
+            raw_test_path=str(raw_test_path),
         )
+
+    evaluate_with_raw(raw_test)
+    assert seen, "the champion's preprocessing was not used"
+    raw_x = set(pd.read_parquet(raw_test)["x"]) | set(pd.read_parquet(raw_val)["x"])
+    assert all(set(df["x"]) <= raw_x for df in seen)
+
+    short = tmp_path / "short.parquet"
+    pd.read_parquet(raw_test).iloc[:5].to_parquet(short)
+    with pytest.raises(KubeloopError, match="differ in length"):
+        evaluate_with_raw(short)
