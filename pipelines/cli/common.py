@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,17 +18,24 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def user_errors(fn: F) -> F:
-    """Turn KubeloopError into a red one-paragraph message on stderr and exit code 1."""
+    """Turn KubeloopError (and file-system errors such as an unwritable output path) into a
+    red one-paragraph message on stderr and exit code 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except KubeloopError as err:
-            Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            _fail(str(err))
+        except OSError as err:
+            _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def print_json(obj: Any) -> None:

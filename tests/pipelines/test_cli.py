@@ -122,3 +122,14 @@ def test_run_with_host_submits_instead_of_running(
     assert submitted["host"] == "https://kfp.example.com"
     assert submitted["experiment_name"] == "p"
     assert not (tmp_path / ".kubeloop").exists()  # nothing ran locally
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
+    spec = tmp_path / "kubeloop.yaml"
+    spec.write_text(yaml.safe_dump({"name": "p", "data": {"source": "x.csv", "label": "y"}}))
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "ir.yaml"
+    result = runner.invoke(app, ["pipeline", "compile", "--spec", str(spec), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "file" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
