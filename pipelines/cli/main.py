@@ -12,6 +12,7 @@ from kubeloop import __version__
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.pipelines.cli.common import print_json, user_errors
 from kubeloop.pipelines.cli.models import app as models_app
+from kubeloop.pipelines.cli.predict import predict_command
 from kubeloop.pipelines.cli.runs import app as runs_app
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models", help="Registered models (BentoML store).")
 app.add_typer(runs_app, name="runs", help="Pipeline run history.")
+app.command("predict")(predict_command)
 
 out_console = Console()
 

@@ -1,0 +1,1 @@
+"""Batch scoring: a registered model over a CSV or Parquet file, streamed in chunks."""
