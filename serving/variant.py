@@ -1,0 +1,298 @@
+"""A model variant: one registered model behind a BentoML 1.4 service.
+
+Serve it (the tag may be ``name:version``, ``name:latest`` or a stage alias such as
+``name:production``; aliases are resolved once, at load, and answers name the real tag)::
+
+    bentoml serve kubeloop.serving.variant:ModelVariant --host 127.0.0.1 --port 3000 \\
+        --arg model=churn:production --arg max_batch_size=64
+
+Arguments come in through ``bentoml.use_arguments`` (:class:`VariantArgs`: ``--arg key=value``
+or ``--arg-file args.yaml``); the model tag falls back to ``$KUBELOOP_MODEL_TAG``. The model
+store is ``$BENTOML_HOME`` (see :mod:`kubeloop.components.register.registry`).
+
+Endpoints (all POST, JSON):
+
+* ``/predict`` ``{"rows": [{feature: value, ...}, ...]}`` -> ``[Prediction, ...]``: RAW feature
+  rows, validated against the model's own row model (every feature present, null allowed and
+  imputed by the registered clean params, no other keys, finite numbers, text or numbers for
+  categoricals, 1 .. ``max_rows`` rows). Any violation is a 400 whose ``detail[].loc`` names
+  the row and field (``["rows", 2, "age"]``); never a 500.
+* ``/score``: the batchable inner method ``predict`` hands validated rows to. BentoML's adaptive
+  batching merges concurrent calls into one model call of up to ``max_batch_size`` rows. It is
+  reachable over HTTP (every ``@bentoml.api`` is) but is not the public contract: it trusts its
+  rows and treats anything unparseable as missing rather than failing, because one failing
+  call would fail every request merged into the same batch.
+* ``/metadata`` ``{}`` -> :class:`VariantMetadata` (tag, task, classes, features, feature
+  service, metrics) for a gateway's compatibility check.
+* ``/readyz`` is 503 until the model is loaded (``__is_ready__``); ``/livez`` turns 503 if
+  loading failed (``__is_alive__``), so Kubernetes restarts the pod; ``/metrics`` adds the
+  ``kubeloop_variant_*`` series of :mod:`kubeloop.serving.metrics`.
+
+The model loads in a background thread started by ``__init__``, so the server answers
+``/livez`` and ``/readyz`` (503) while a large model is still loading, and ``/predict`` says
+503 until then instead of the connection being refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import bentoml
+import numpy as np
+import pandas as pd
+from bentoml.exceptions import ServiceUnavailable
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from kubeloop.components.core.errors import KubeloopError
+from kubeloop.components.register import registry
+from kubeloop.serving.metrics import Outcome, variant_metrics
+from kubeloop.serving.schemas import (
+    Label,
+    Prediction,
+    VariantMetadata,
+    request_model,
+    row_type,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_TAG_ENV = "KUBELOOP_MODEL_TAG"
+DEFAULT_THRESHOLD = 0.5  # binary models registered without a tuned threshold
+
+Loader = Callable[[str], registry.RegisteredModel]
+
+
+class VariantArgs(BaseModel):
+    """``bentoml serve ... --arg key=value`` (values arrive as text; pydantic converts)."""
+
+    # Extra keys are ignored, not refused: bento arguments are global to one `bentoml serve`,
+    # and a gateway served in the same process will read its own keys from them.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(
+        default=None,
+        description=f"Registered model tag or stage alias; default ${MODEL_TAG_ENV}.",
+    )
+    max_batch_size: int = Field(default=64, ge=1, description="Rows per model call, at most.")
+    max_latency_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="Adaptive batching gives up on (503) a queued call older than this.",
+    )
+    max_rows: int = Field(default=1000, ge=1, description="Rows per /predict request, at most.")
+
+
+ARGS = bentoml.use_arguments(VariantArgs)
+
+
+class LoadedModel:
+    """Everything derived from the registered model once, at load time."""
+
+    def __init__(self, model: registry.RegisteredModel, max_rows: int) -> None:
+        from kubeloop.components.clean.task import CleanParams
+
+        info = model.info
+        self.model = model
+        self.tag = info.tag
+        self.task = model.task
+        self.features = model.features
+        self.classes: list[Label] = list(model.classes)
+        self.class_keys = [str(c) for c in self.classes]
+        self.threshold = model.threshold if model.threshold is not None else DEFAULT_THRESHOLD
+        self.max_rows = max_rows
+        params = CleanParams.model_validate_json(Path(info.file("clean_params.json")).read_text())
+        unknown = [f for f in self.features if f not in params.kinds]
+        if unknown:
+            raise KubeloopError(
+                f"model {self.tag}: feature(s) {unknown} have no kind in clean_params.json"
+            )
+        self.kinds: dict[str, Literal["numeric", "categorical"]] = {
+            f: params.kinds[f] for f in self.features
+        }
+        row = row_type(info.name, self.kinds)
+        self.request = request_model(row, max_rows)
+        self.metadata = VariantMetadata(
+            tag=info.tag,
+            name=info.name,
+            version=info.version,
+            stage=info.stage,
+            task=self.task,
+            classes=self.classes,
+            features=self.features,
+            feature_kinds=self.kinds,
+            feature_service=info.metadata.get("feature_service"),
+            label=info.metadata.get("label"),
+            threshold=self.threshold if self.task == "binary" else None,
+            primary_metric=info.primary_metric,
+            metrics=info.metrics,
+        )
+
+    def validate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Raw rows -> typed rows (floats / text / None), or a pydantic ValidationError that
+        names each bad row and field."""
+        if len(rows) > self.max_rows:  # refuse before validating a huge batch row by row
+            raise ValidationError.from_exception_data(
+                self.request.__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "too_many_rows",
+                            "at most {max_rows} rows per request, got {rows}",
+                            {"max_rows": self.max_rows, "rows": len(rows)},
+                        ),
+                        loc=("rows",),
+                        input=None,
+                    )
+                ],
+            )
+        valid: list[dict[str, Any]] = self.request.model_validate({"rows": rows}).rows  # type: ignore[attr-defined]
+        return valid
+
+    def score(self, rows: list[dict[str, Any]]) -> tuple[list[Prediction], np.ndarray]:
+        """Predictions for validated rows, and the raw output (probabilities or values)."""
+        # Missing keys -> NaN and extra keys dropped here; unparseable values become missing
+        # in clean.apply (to_numeric(errors="coerce")) and are imputed.
+        df = pd.DataFrame.from_records(rows, columns=self.features)
+        out = self.model.predict(df)
+        tag = self.tag
+        if self.task == "regression":
+            values = np.asarray(out, dtype=float).reshape(-1)
+            return [Prediction(prediction=float(v), model=tag) for v in values], values
+        proba = np.asarray(out, dtype=float)
+        if self.task == "binary":
+            picked = (proba[:, 1] >= self.threshold).astype(int)
+            threshold: float | None = self.threshold
+        else:
+            picked = proba.argmax(axis=1)
+            threshold = None
+        keys, classes = self.class_keys, self.classes
+        preds = [
+            Prediction(
+                prediction=classes[k],
+                probabilities=dict(zip(keys, p.tolist(), strict=True)),
+                model=tag,
+                threshold=threshold,
+            )
+            for k, p in zip(picked.tolist(), proba, strict=True)
+        ]
+        return preds, picked
+
+
+@bentoml.service
+class ModelVariant:
+    """One registered model, validated typed predictions, adaptive batching, metrics."""
+
+    def __init__(self, tag: str | None = None, *, loader: Loader = registry.load) -> None:
+        """`tag` wins over ``--arg model=`` and ``$KUBELOOP_MODEL_TAG`` (BentoML itself always
+        calls ``ModelVariant()``; tests pass a tag and a fake loader)."""
+        requested = tag or ARGS.model or os.environ.get(MODEL_TAG_ENV)
+        if not requested:
+            raise KubeloopError(
+                "no model to serve: pass `--arg model=NAME:VERSION` (or NAME:production, "
+                f"NAME:latest) to `bentoml serve`, or set ${MODEL_TAG_ENV}"
+            )
+        self.requested_tag: str = requested
+        self.metrics = variant_metrics()
+        self.loaded: LoadedModel | None = None
+        self.load_error: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._load, args=(loader,), name="kubeloop-model-load", daemon=True
+        )
+        self._thread.start()
+
+    def _load(self, loader: Loader) -> None:
+        started = time.perf_counter()
+        try:
+            self.loaded = LoadedModel(loader(self.requested_tag), ARGS.max_rows)
+        except Exception as err:  # surfaced by __is_alive__ / wait_loaded, and logged
+            self.load_error = f"{type(err).__name__}: {err}"
+            logger.exception("loading model %r failed", self.requested_tag)
+        else:
+            logger.info(
+                "model %s (requested %r) loaded in %.2fs",
+                self.loaded.tag,
+                self.requested_tag,
+                time.perf_counter() - started,
+            )
+        finally:
+            self._done.set()
+
+    def wait_loaded(self, timeout: float | None = None) -> LoadedModel:
+        """Block until loading finished; the loaded model, else KubeloopError."""
+        if not self._done.wait(timeout):
+            raise KubeloopError(f"model {self.requested_tag!r} still loading after {timeout}s")
+        if self.loaded is None:
+            raise KubeloopError(f"model {self.requested_tag!r} failed to load: {self.load_error}")
+        return self.loaded
+
+    def __is_ready__(self) -> bool:
+        return self.loaded is not None
+
+    def __is_alive__(self) -> bool:
+        return self.load_error is None
+
+    def _model(self) -> LoadedModel:
+        loaded = self.loaded
+        if loaded is None:
+            why = self.load_error or "still loading"
+            raise ServiceUnavailable(f"model {self.requested_tag!r} is not ready ({why})")
+        return loaded
+
+    # ------------------------------------------------------------------------ APIs
+
+    @bentoml.api
+    async def predict(self, rows: list[dict[str, Any]]) -> list[Prediction]:
+        """Score RAW feature rows (the model's feature names; null = missing, imputed)."""
+        started = time.perf_counter()
+        outcome: Outcome = "error"
+        model_label = self.loaded.tag if self.loaded is not None else self.requested_tag
+        try:
+            loaded = self._model()
+            valid = loaded.validate(rows)
+            # Through BentoML's self-proxy (`to_async`), so concurrent requests meet in the
+            # adaptive batching dispatcher of `score`; outside a server it calls `score` directly.
+            predictions: list[Prediction] = await self.to_async.score(valid)  # type: ignore[attr-defined]
+            outcome = "ok"
+            return predictions
+        except ServiceUnavailable:
+            outcome = "unavailable"
+            raise
+        except ValidationError:
+            outcome = "invalid"
+            raise
+        finally:
+            self.metrics.observe_request(model_label, outcome, time.perf_counter() - started)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=ARGS.max_batch_size,
+        max_latency_ms=ARGS.max_latency_ms,
+    )
+    def score(self, rows: list[dict[str, Any]]) -> list[Prediction]:
+        """Batch of already validated rows -> one prediction per row (see module doc)."""
+        loaded = self._model()
+        if not rows:
+            return []
+        predictions, picked = loaded.score(rows)
+        m = self.metrics
+        m.observe_batch(loaded.tag, len(rows))
+        if loaded.task == "regression":
+            m.observe_values(loaded.tag, picked.tolist())
+        else:
+            counts = collections.Counter(picked.tolist())
+            m.observe_classes(loaded.tag, ((loaded.class_keys[k], n) for k, n in counts.items()))
+        return predictions
+
+    @bentoml.api
+    def metadata(self) -> VariantMetadata:
+        """Tag, task, classes, features (+ kinds), feature service and metrics of the model."""
+        return self._model().metadata
