@@ -4,6 +4,9 @@ and bad inputs stop it with a clear error and nothing registered."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from kubeloop.components.tracking.steps import read_events
 from kubeloop.components.tracking.store import RunStore
 from kubeloop.pipelines.cli.main import app
 from kubeloop.pipelines.local import RunSummary, run_local
+from kubeloop.serving.variant import MODEL_TAG_ENV, ModelVariant
 
 pytestmark = pytest.mark.slow
 ALL_STEPS = {
@@ -51,7 +55,9 @@ def _run(spec_path: Path) -> RunSummary:
     return run_local(load_spec(spec_path))
 
 
-def test_demo_pipeline_registers_a_candidate_then_gates_against_it(tmp_path: Path) -> None:
+def test_demo_pipeline_registers_a_candidate_then_gates_against_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from kubeloop.components.datasets.churn import write_demo
 
     paths = write_demo(tmp_path / "demo", rows=4000, seed=0)
@@ -101,6 +107,16 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(tmp_path: Pat
     assert models.exit_code == 0 and first.model_tag in models.output, models.output
     card = cli.invoke(app, ["models", "show", first.model_tag, "--json"])
     assert card.exit_code == 0 and "candidate" in card.output, card.output
+
+    # The README's serving example: its request body, sent to the variant service class.
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    body = re.search(r"-d '(\{\"rows\".*?)'$", readme, re.M)
+    assert body, "README serving example not found"
+    monkeypatch.setenv(MODEL_TAG_ENV, first.model_tag)
+    variant = ModelVariant()  # as BentoML builds it
+    variant.wait_loaded(60)
+    served = asyncio.run(variant.predict(json.loads(body[1])["rows"]))
+    assert served[0].model == first.model_tag and served[0].prediction in (0, 1)
 
     # Re-running the saved spec is gated against the first model as champion, on the same
     # test rows.
