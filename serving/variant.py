@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import bentoml
 import numpy as np
@@ -51,7 +51,9 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from kubeloop.components.core.decision import DEFAULT_THRESHOLD, predict_classes
 from kubeloop.components.core.errors import KubeloopError
+from kubeloop.components.core.spec import ResolvedTask
 from kubeloop.components.register import registry
 from kubeloop.serving.metrics import Outcome, variant_metrics
 from kubeloop.serving.schemas import (
@@ -65,7 +67,6 @@ from kubeloop.serving.schemas import (
 logger = logging.getLogger(__name__)
 
 MODEL_TAG_ENV = "KUBELOOP_MODEL_TAG"
-DEFAULT_THRESHOLD = 0.5  # binary models registered without a tuned threshold
 
 Loader = Callable[[str], registry.RegisteredModel]
 
@@ -102,7 +103,7 @@ class LoadedModel:
         info = model.info
         self.model = model
         self.tag = info.tag
-        self.task = model.task
+        self.task = cast(ResolvedTask, model.task)
         self.features = model.features
         self.classes: list[Label] = list(model.classes)
         self.class_keys = [str(c) for c in self.classes]
@@ -167,12 +168,8 @@ class LoadedModel:
             values = np.asarray(out, dtype=float).reshape(-1)
             return [Prediction(prediction=float(v), model=tag) for v in values], values
         proba = np.asarray(out, dtype=float)
-        if self.task == "binary":
-            picked = (proba[:, 1] >= self.threshold).astype(int)
-            threshold: float | None = self.threshold
-        else:
-            picked = proba.argmax(axis=1)
-            threshold = None
+        threshold = self.threshold if self.task == "binary" else None
+        picked = predict_classes(proba, self.task, threshold)
         keys, classes = self.class_keys, self.classes
         preds = [
             Prediction(

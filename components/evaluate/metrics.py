@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from kubeloop.components.core.decision import predict_classes
 from kubeloop.components.core.errors import DataError, SpecError
 from kubeloop.components.core.spec import ResolvedTask
 
@@ -139,12 +140,6 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
     return float(ece)
-
-
-def predict_classes(proba: np.ndarray, task: ResolvedTask, threshold: float | None) -> np.ndarray:
-    if task == "binary":
-        return (proba[:, 1] >= (0.5 if threshold is None else threshold)).astype(np.int64)
-    return np.asarray(proba.argmax(axis=1), dtype=np.int64)
 
 
 def classification_metrics(

@@ -17,7 +17,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from kubeloop.components.evaluate.metrics import predict_classes
+from kubeloop.components.core.decision import predict_classes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, computed_field
 
+from kubeloop.components.core.decision import predict_classes
 from kubeloop.components.core.errors import DataError, KubeloopError
+from kubeloop.components.core.spec import ResolvedTask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -203,11 +205,7 @@ def prediction_columns(pred: np.ndarray, model: RegisteredModel, index: Any) -> 
         cols[PREDICTION] = np.asarray(pred, dtype=np.float64).reshape(-1)
     else:
         classes = np.asarray(model.classes)
-        if model.task == "binary":
-            threshold = 0.5 if model.threshold is None else model.threshold
-            idx = (pred[:, 1] >= threshold).astype(np.int64)  # as evaluate decides
-        else:
-            idx = pred.argmax(axis=1)
+        idx = predict_classes(pred, cast(ResolvedTask, model.task), model.threshold)
         cols[PREDICTION] = classes[idx]
         for k, cls in enumerate(model.classes):
             cols[f"{PROBABILITY_PREFIX}{cls}"] = pred[:, k]
