@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import threading
 import time
@@ -53,6 +54,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kubeloop.components.core.decision import DEFAULT_THRESHOLD, predict_classes
 from kubeloop.components.core.errors import KubeloopError
+from kubeloop.components.core.schema import category_text
 from kubeloop.components.core.spec import ResolvedTask
 from kubeloop.components.register import registry
 from kubeloop.serving.metrics import Outcome, variant_metrics
@@ -92,6 +94,27 @@ class VariantArgs(BaseModel):
 
 
 ARGS = bentoml.use_arguments(VariantArgs)
+
+
+def _numeric(v: Any) -> float | None:
+    """A finite float, else None (missing): no bools, no text, no overflowing ints."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _category(v: Any) -> str | None:
+    """:func:`category_text` for text, numbers and booleans, else None (missing)."""
+    if not isinstance(v, str | int | float | bool):
+        return None
+    try:
+        return category_text(v)
+    except ValueError:  # an int too long for str() (sys.get_int_max_str_digits)
+        return None
 
 
 class LoadedModel:
@@ -157,11 +180,22 @@ class LoadedModel:
         valid: list[dict[str, Any]] = self.request.model_validate({"rows": rows}).rows  # type: ignore[attr-defined]
         return valid
 
+    def _sanitize(self, row: Any) -> dict[str, Any]:
+        """One row as `score` trusts it: a value that cannot be a feature becomes None.
+
+        `/score` is reachable over HTTP without `validate`, and one exception there fails
+        every request batched with it (e.g. a 400-digit int overflows clean's to_numeric)."""
+        if not isinstance(row, dict):
+            return {}
+        out: dict[str, Any] = {}
+        for col, kind in self.kinds.items():
+            out[col] = (_numeric if kind == "numeric" else _category)(row.get(col))
+        return out
+
     def score(self, rows: list[dict[str, Any]]) -> tuple[list[Prediction], np.ndarray]:
         """Predictions for validated rows, and the raw output (probabilities or values)."""
-        # Missing keys -> NaN and extra keys dropped here; unparseable values become missing
-        # in clean.apply (to_numeric(errors="coerce")) and are imputed.
-        df = pd.DataFrame.from_records(rows, columns=self.features)
+        # Missing keys -> NaN and extra keys dropped here; unusable values -> None (imputed).
+        df = pd.DataFrame.from_records([self._sanitize(r) for r in rows], columns=self.features)
         out = self.model.predict(df)
         tag = self.tag
         if self.task == "regression":

@@ -329,6 +329,27 @@ def test_asgi_score_is_lenient_never_500(client: Any) -> None:
     assert len(r.json()) == 2
 
 
+HUGE = 10**400  # overflows float: an OverflowError in clean's to_numeric if it gets through
+
+
+def test_asgi_score_huge_numbers_are_missing_not_500(client: Any) -> None:
+    """A value that cannot become a finite float is treated as missing on /score: the same
+    answer as null, and the requests batched with it are unharmed."""
+    rows = [{"x": HUGE, "plan": "pro"}, {"x": None, "plan": "pro"}, {"x": 1.0, "plan": HUGE}]
+    r = client.post("/score", json={"rows": rows})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body) == 3 and body[0]["probabilities"] == body[1]["probabilities"]
+
+
+def test_asgi_predict_huge_number_is_400_naming_the_field(client: Any) -> None:
+    r = client.post(
+        "/predict", json={"rows": [{"x": 1.0, "plan": "pro"}, {"x": HUGE, "plan": "a"}]}
+    )
+    assert r.status_code == 400, r.text
+    assert [e["loc"][1:] for e in r.json()["detail"]] == [[1, "x"]]
+
+
 def test_asgi_error_locates_row_and_field(client: Any) -> None:
     r = client.post(
         "/predict", json={"rows": [{"x": 1.0, "plan": "a"}, {"x": 1.0, "plan": "a", "zip": 1}]}
