@@ -131,12 +131,31 @@ def _check_input(path: Path) -> str:
     return fmt
 
 
-def _csv_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[_Chunk], None]:
+def _csv_chunks(path: Path, chunk_rows: int, features: list[str]) -> tuple[Iterator[_Chunk], None]:
+    """Feature columns get pandas' type inference and NA handling (clean needs numbers and
+    missing values); every other column is passed through as the text in the file. Guessing
+    types chunk by chunk would turn an id '007' into 7, '8' into '8.0' in a chunk with a
+    blank, the text 'NA' into an empty cell, and clash in Parquet output across chunks."""
     import pandas as pd
+    from pandas._libs.parsers import STR_NA_VALUES  # pandas' default NA words
+
+    try:
+        header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        raise DataError(f"--input: file has no columns: {path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"--input: cannot read {path}: {err}") from None
+    wanted = set(features)
+    na_words = sorted(STR_NA_VALUES)
+    options: dict[str, Any] = {
+        "dtype": {c: str for c in header if c not in wanted},
+        "keep_default_na": False,  # ... except where na_values names the column
+        "na_values": {c: na_words for c in header if c in wanted},
+    }
 
     def chunks() -> Iterator[_Chunk]:
         try:
-            with pd.read_csv(path, chunksize=chunk_rows, low_memory=False) as reader:
+            with pd.read_csv(path, chunksize=chunk_rows, low_memory=False, **options) as reader:
                 for frame in reader:
                     yield _Chunk(frame)
         except pd.errors.EmptyDataError:
@@ -251,7 +270,7 @@ class _CsvSink:
 
 class _ParquetSink:
     """One ``ParquetWriter``; the first chunk fixes the schema and later chunks are cast to
-    it (CSV chunks infer types on their own, e.g. an int column that has gaps later)."""
+    it (CSV feature columns infer types chunk by chunk, e.g. an int column with gaps later)."""
 
     def __init__(self, path: Path, input_path: Path) -> None:
         self._path = path
@@ -326,7 +345,11 @@ def score_file(
     load_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    chunks, total = (_csv_chunks if in_format == "csv" else _parquet_chunks)(src, chunk_rows)
+    chunks, total = (
+        _csv_chunks(src, chunk_rows, model.features)
+        if in_format == "csv"
+        else _parquet_chunks(src, chunk_rows)
+    )
     nonempty = (c for c in chunks if len(c.frame))
     first = next(nonempty, None)  # read before any output exists: bad input leaves nothing
     if first is None:
