@@ -244,9 +244,13 @@ class ModelVariant:
         started = time.perf_counter()
         try:
             self.loaded = LoadedModel(loader(self.requested_tag), ARGS.max_rows)
-        except Exception as err:  # surfaced by __is_alive__ / wait_loaded, and logged
+        except BaseException as err:  # surfaced by __is_alive__ / wait_loaded, and logged
+            # BaseException too (a native loader may raise one): otherwise neither `loaded`
+            # nor `load_error` is set and the pod is never ready yet always "alive".
             self.load_error = f"{type(err).__name__}: {err}"
             logger.exception("loading model %r failed", self.requested_tag)
+            if not isinstance(err, Exception):
+                raise
         else:
             logger.info(
                 "model %s (requested %r) loaded in %.2fs",

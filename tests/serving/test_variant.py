@@ -215,6 +215,21 @@ def test_failed_load_is_not_alive(registered: str) -> None:
     assert "no-such-version" in (svc.load_error or "")
 
 
+class _NativeAbort(BaseException):
+    """What a native loader may raise that is not an Exception (cf. SystemExit)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_base_exception_in_loader_is_a_failed_load(registered: str) -> None:
+    def loader(tag: str) -> registry.RegisteredModel:
+        raise _NativeAbort("segfault-ish")
+
+    svc = ModelVariant.inner("churn:production", loader=loader)
+    with pytest.raises(KubeloopError, match="_NativeAbort: segfault-ish"):
+        svc.wait_loaded(30)
+    assert not svc.__is_ready__() and not svc.__is_alive__()
+
+
 def test_no_tag_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MODEL_TAG_ENV, raising=False)
     with pytest.raises(KubeloopError, match="--arg model="):
