@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -78,6 +78,9 @@ class _Chunk:
     arrow: pa.RecordBatch | None = None  # Parquet input: the original columns, types kept
 
 
+_Chunks = Generator[_Chunk, None, None]  # a generator: closing it closes the file it reads
+
+
 # ---------------------------------------------------------------------------- model
 
 
@@ -131,7 +134,7 @@ def _check_input(path: Path) -> str:
     return fmt
 
 
-def _csv_chunks(path: Path, chunk_rows: int, features: list[str]) -> tuple[Iterator[_Chunk], None]:
+def _csv_chunks(path: Path, chunk_rows: int, features: list[str]) -> tuple[_Chunks, None]:
     """Feature columns get pandas' type inference and NA handling (clean needs numbers and
     missing values); every other column is passed through as the text in the file. Guessing
     types chunk by chunk would turn an id '007' into 7, '8' into '8.0' in a chunk with a
@@ -153,7 +156,7 @@ def _csv_chunks(path: Path, chunk_rows: int, features: list[str]) -> tuple[Itera
         "na_values": {c: na_words for c in header if c in wanted},
     }
 
-    def chunks() -> Iterator[_Chunk]:
+    def chunks() -> _Chunks:
         try:
             with pd.read_csv(path, chunksize=chunk_rows, low_memory=False, **options) as reader:
                 for frame in reader:
@@ -166,7 +169,7 @@ def _csv_chunks(path: Path, chunk_rows: int, features: list[str]) -> tuple[Itera
     return chunks(), None
 
 
-def _parquet_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[_Chunk], int]:
+def _parquet_chunks(path: Path, chunk_rows: int) -> tuple[_Chunks, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -175,7 +178,7 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[_Chunk], int]
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"--input: cannot read {path} as Parquet: {err}") from None
 
-    def chunks() -> Iterator[_Chunk]:
+    def chunks() -> _Chunks:
         try:
             with contextlib.closing(pf):
                 for batch in pf.iter_batches(batch_size=chunk_rows):
@@ -350,27 +353,20 @@ def score_file(
         if in_format == "csv"
         else _parquet_chunks(src, chunk_rows)
     )
-    nonempty = (c for c in chunks if len(c.frame))
-    first = next(nonempty, None)  # read before any output exists: bad input leaves nothing
-    if first is None:
-        raise DataError(f"--input: file has no rows: {src}")
-    _check_columns(first.frame, model, src)
-
-    from kubeloop.components.core.io import atomic_path
-
-    rows = n_chunks = 0
-    with atomic_path(dst) as tmp:
-        sink = _CsvSink(tmp) if out_format == "csv" else _ParquetSink(tmp, src)
+    with contextlib.closing(chunks):  # on any error too: the reader lets go of the file
+        nonempty = (c for c in chunks if len(c.frame))
+        first = next(nonempty, None)  # read before any output exists: bad input leaves nothing
+        if first is None:
+            raise DataError(f"--input: file has no rows: {src}")
+        _check_columns(first.frame, model, src)
+        created = _make_folders(dst.parent)
         try:
-            for chunk in itertools.chain([first], nonempty):
-                scores = _score(chunk, model, src, rows)
-                sink.write(chunk, scores, f"rows {rows + 1}-{rows + len(chunk.frame)}")
-                rows += len(chunk.frame)
-                n_chunks += 1
-                if on_chunk is not None:
-                    on_chunk(ChunkDone(n_chunks, len(chunk.frame), rows, total))
-        finally:
-            sink.close()
+            rows, n_chunks = _write_scores(
+                itertools.chain([first], nonempty), model, src, dst, out_format, total, on_chunk
+            )
+        except BaseException:
+            _remove_empty(created)  # a failed run leaves no new folder behind either
+            raise
     return ScoreResult(
         model_tag=model.info.tag,
         input_path=str(src),
@@ -380,3 +376,49 @@ def score_file(
         seconds=time.perf_counter() - started,
         load_seconds=load_seconds,
     )
+
+
+def _write_scores(
+    chunks: Iterator[_Chunk],
+    model: RegisteredModel,
+    src: Path,
+    dst: Path,
+    out_format: str,
+    total: int | None,
+    on_chunk: Callable[[ChunkDone], None] | None,
+) -> tuple[int, int]:
+    from kubeloop.components.core.io import atomic_path
+
+    rows = n_chunks = 0
+    with atomic_path(dst) as tmp:
+        sink = _CsvSink(tmp) if out_format == "csv" else _ParquetSink(tmp, src)
+        try:
+            for chunk in chunks:
+                scores = _score(chunk, model, src, rows)
+                sink.write(chunk, scores, f"rows {rows + 1}-{rows + len(chunk.frame)}")
+                rows += len(chunk.frame)
+                n_chunks += 1
+                if on_chunk is not None:
+                    on_chunk(ChunkDone(n_chunks, len(chunk.frame), rows, total))
+        finally:
+            sink.close()
+    return rows, n_chunks
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; returns the ones created, deepest first."""
+    created = []
+    missing = folder
+    while not missing.exists():
+        created.append(missing)
+        missing = missing.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stop at one that holds something
+        try:
+            folder.rmdir()
+        except OSError:
+            return

@@ -110,8 +110,9 @@ def expected_scores(model: registry.RegisteredModel, df: pd.DataFrame) -> pd.Dat
     return prediction_columns(model.predict(df), model, df.index)
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+def tree(folder: Path) -> list[str]:
+    """Every file and folder under `folder`, at any depth."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 # ---------------------------------------------------------------- scoring
@@ -149,7 +150,7 @@ def test_chunked_scoring_matches_one_big_predict(
     threshold = model.threshold
     assert threshold is not None
     assert ((out["probability_yes"] >= threshold) == (out["prediction"] == "yes")).all()
-    assert leftovers(tmp_path) == []
+    assert tree(tmp_path) == sorted([src.name, dst.name])
 
 
 @pytest.mark.slow
@@ -168,16 +169,10 @@ def test_csv_to_parquet_keeps_types_and_stage_alias_resolves(
     assert out["x"].dtype == np.float64 and out["probability_yes"].dtype == np.float64
 
 
-@pytest.mark.slow
-def test_failure_in_a_later_chunk_leaves_no_output(
-    tag: str, data: pd.DataFrame, tmp_path: Path
-) -> None:
-    src, dst = tmp_path / "in.parquet", tmp_path / "scores.parquet"
-    data.to_parquet(src, index=False)
-    dst.write_text("an older file of that name")
-    calls = {"n": 0}
+def failing_loader(calls: dict[str, int]) -> Any:
+    """Loads the real model, whose predict fails on its third call."""
 
-    def failing_loader(t: str) -> registry.RegisteredModel:
+    def load(t: str) -> registry.RegisteredModel:
         m = registry.load(t)
         real = m.predict
 
@@ -190,11 +185,51 @@ def test_failure_in_a_later_chunk_leaves_no_output(
         m.predict = predict  # type: ignore[method-assign]
         return m
 
+    return load
+
+
+@pytest.mark.slow
+def test_failure_in_a_later_chunk_leaves_no_output(
+    tag: str, data: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    src, dst = tmp_path / "in.parquet", tmp_path / "scores.parquet"
+    data.to_parquet(src, index=False)
+    dst.write_text("an older file of that name")
+    before = tree(tmp_path)
+    opened: list[Any] = []
+
+    class TrackedParquetFile(pq.ParquetFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+            self.was_closed = False
+
+        def close(self, force: bool = False) -> None:
+            self.was_closed = True
+            super().close(force=force)
+
+    monkeypatch.setattr(pq, "ParquetFile", TrackedParquetFile)
+    calls = {"n": 0}
     with pytest.raises(DataError, match=r"rows 201-300: model .* failed: could not convert"):
-        score_file(tag, str(src), str(dst), chunk_rows=100, loader=failing_loader)
+        try:
+            score_file(tag, str(src), str(dst), chunk_rows=100, loader=failing_loader(calls))
+        except DataError:
+            # while the traceback still holds score_file's frame: closed, not left to the GC
+            closed_while_raising = [f.was_closed for f in opened]
+            raise
+    assert closed_while_raising == [True]
     assert calls["n"] == 3
     assert dst.read_text() == "an older file of that name"  # untouched
-    assert leftovers(tmp_path) == []
+    assert tree(tmp_path) == before
+
+    # into folders that do not exist yet: made for the output, removed again on failure
+    calls["n"] = 0
+    deep = tmp_path / "new" / "deeper" / "scores.csv"
+    with pytest.raises(DataError, match=r"rows 201-300"):
+        score_file(tag, str(src), str(deep), chunk_rows=100, loader=failing_loader(calls))
+    assert tree(tmp_path) == before
 
 
 @pytest.mark.slow
@@ -267,11 +302,11 @@ def test_bad_inputs_raise_clear_errors_and_write_nothing(
     defaults = cases.pop("__good__")[0]
     for case, (override, phrase) in cases.items():
         args = {"tag": tag, **defaults, **override}
-        before = sorted(p.name for p in tmp_path.iterdir())
+        before = tree(tmp_path)
         with pytest.raises(KubeloopError) as err:
             score_file(args.pop("tag"), args.pop("input_path"), args.pop("output_path"), **args)
         assert phrase in str(err.value), (case, str(err.value))
-        assert sorted(p.name for p in tmp_path.iterdir()) == before, case
+        assert tree(tmp_path) == before, case
 
 
 def test_resolve_tag() -> None:
