@@ -227,6 +227,7 @@ def test_base_exception_in_loader_is_a_failed_load(registered: str) -> None:
     svc = ModelVariant.inner("churn:production", loader=loader)
     with pytest.raises(KubeloopError, match="_NativeAbort: segfault-ish"):
         svc.wait_loaded(30)
+    svc._thread.join(10)  # its re-raise reaches threading.excepthook inside this test
     assert not svc.__is_ready__() and not svc.__is_alive__()
 
 
