@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from kubeloop.components.core.errors import DataError
 
@@ -16,6 +16,34 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+TableFormat = Literal["csv", "parquet"]
+
+
+def table_format(path: str | Path, what: str, *, bare: TableFormat | None = None) -> TableFormat:
+    """The format a table path's suffix names (a URL's query ignored); `bare` is the format
+    of a path with no suffix (None: not allowed)."""
+    suffix = Path(str(path).split("?")[0]).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix == "" and bare is not None:
+        return bare
+    raise DataError(f"{what}: expected a .csv or .parquet file, got {path}")
+
+
+def check_table_path(
+    path: str | Path, what: str, *, bare: TableFormat | None = None
+) -> TableFormat:
+    """Check a table to be read: a local file must exist and not be empty (a URL is left to
+    the reader); returns its format (see :func:`table_format`)."""
+    p = str(path)
+    if "://" not in p:
+        if not Path(p).is_file():
+            raise DataError(f"{what}: file not found: {p}")
+        if Path(p).stat().st_size == 0:
+            raise DataError(f"{what}: file is empty: {p}")
+    return table_format(p, what, bare=bare)
 
 
 def read_table(path: str | Path, *, what: str = "data.source") -> pd.DataFrame:
@@ -23,20 +51,10 @@ def read_table(path: str | Path, *, what: str = "data.source") -> pd.DataFrame:
     import pandas as pd
 
     p = str(path)
-    is_remote = "://" in p
-    if not is_remote and not Path(p).is_file():
-        raise DataError(f"{what}: file not found: {p}")
-    if not is_remote and Path(p).stat().st_size == 0:
-        raise DataError(f"{what}: file is empty: {p}")
-    suffix = Path(p.split("?")[0]).suffix.lower()
+    # No suffix: a KFP artifact path, which stages always write as Parquet.
+    fmt = check_table_path(p, what, bare="parquet")
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(p, low_memory=False)
-        elif suffix in (".parquet", ".pq", ""):
-            # No suffix: a KFP artifact path, which stages always write as Parquet.
-            df = pd.read_parquet(p)
-        else:
-            raise DataError(f"{what}: expected a .csv or .parquet file, got {p}")
+        df = pd.read_csv(p, low_memory=False) if fmt == "csv" else pd.read_parquet(p)
     except pd.errors.EmptyDataError:
         raise DataError(f"{what}: file is empty: {p}") from None
     except (OSError, ValueError) as err:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, computed_field
 
 from kubeloop.components.core.decision import predict_classes
 from kubeloop.components.core.errors import DataError, KubeloopError
+from kubeloop.components.core.io import atomic_path, check_table_path, table_format
 from kubeloop.components.core.spec import ResolvedTask
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 
     from kubeloop.components.register.registry import RegisteredModel
 
-CSV_SUFFIXES = (".csv",)
-PARQUET_SUFFIXES = (".parquet", ".pq")
 PREDICTION = "prediction"
 MODEL = "model"
 PROBABILITY_PREFIX = "probability_"
@@ -114,24 +113,6 @@ def _load_model(tag: str, name: str | None, loader: ModelLoader | None) -> Regis
 
 
 # ---------------------------------------------------------------------------- input
-
-
-def _table_format(path: Path, what: str) -> str:
-    suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        return "csv"
-    if suffix in PARQUET_SUFFIXES:
-        return "parquet"
-    raise DataError(f"{what}: expected a .csv or .parquet file, got {path}")
-
-
-def _check_input(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(f"--input: file not found: {path}")
-    fmt = _table_format(path, "--input")
-    if path.stat().st_size == 0:
-        raise DataError(f"--input: file is empty: {path}")
-    return fmt
 
 
 def _csv_chunks(path: Path, chunk_rows: int, features: list[str]) -> tuple[_Chunks, None]:
@@ -336,8 +317,8 @@ def score_file(
     if chunk_rows < 1:
         raise KubeloopError(f"--chunk-rows: expected a positive number of rows, got {chunk_rows}")
     src, dst = Path(input_path), Path(output_path)
-    in_format = _check_input(src)
-    out_format = _table_format(dst, "--output")
+    in_format = check_table_path(src, "--input")
+    out_format = table_format(dst, "--output")
     if dst.is_dir():
         raise DataError(f"--output: {dst} is a directory; expected a file path")
     if dst.resolve() == src.resolve():
@@ -387,8 +368,6 @@ def _write_scores(
     total: int | None,
     on_chunk: Callable[[ChunkDone], None] | None,
 ) -> tuple[int, int]:
-    from kubeloop.components.core.io import atomic_path
-
     rows = n_chunks = 0
     with atomic_path(dst) as tmp:
         sink = _CsvSink(tmp) if out_format == "csv" else _ParquetSink(tmp, src)

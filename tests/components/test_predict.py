@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime
@@ -404,3 +405,35 @@ def test_memory_stays_flat_with_small_chunks(
     chunked_small, chunked_big, whole = peak(small, 20_000), peak(big, 20_000), peak(big, 200_000)
     assert chunked_big < 1.5 * chunked_small, (chunked_big, chunked_small)
     assert chunked_big < whole / 4, (chunked_big, whole)
+
+
+# ---------------------------------------------------------------- shared file checks
+
+
+def test_input_checks_are_the_ones_read_table_uses(tmp_path: Path) -> None:
+    """score_file and read_table share check_table_path: same checks, same messages."""
+    from kubeloop.components.core.io import check_table_path, read_table, table_format
+
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "a.CSV").write_text("x\n1\n")
+    (tmp_path / "artifact").write_bytes(b"PAR1")
+    (tmp_path / "a.txt").write_text("x\n1\n")
+    cases = {
+        "nope.csv": "file not found",
+        "empty.csv": "file is empty",
+        "a.txt": "expected a .csv or .parquet file",
+    }
+    for file, phrase in cases.items():
+        path = str(tmp_path / file)
+        for what, call in (
+            ("--input", lambda p: score_file("churn:v1", p, str(tmp_path / "o.csv"))),
+            ("data.source", lambda p: read_table(p)),
+        ):
+            with pytest.raises(DataError, match="^" + re.escape(f"{what}: {phrase}")):
+                call(path)
+    assert check_table_path(tmp_path / "a.CSV", "x") == "csv"
+    assert check_table_path(tmp_path / "artifact", "x", bare="parquet") == "parquet"
+    with pytest.raises(DataError, match=r"x: expected a \.csv"):
+        check_table_path(tmp_path / "artifact", "x")
+    assert table_format("s3://bucket/t.pq?version=3", "x") == "parquet"  # no file check
+    assert check_table_path("gs://bucket/t.csv", "x") == "csv"
