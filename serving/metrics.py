@@ -3,7 +3,13 @@
 Names carry their unit (``_seconds``, ``_total``) and few labels: ``model`` is the served tag
 (``name:version``), so stable and canary of a rollout are told apart by their version.
 The canary analysis (later) queries these names through the constants below, never through
-string literals of its own.
+string literals of its own. A request refused before any model loaded (``unavailable``) is
+labelled with the requested tag, which may be a stage alias (``churn:production``).
+
+BentoML's own per-endpoint series (``bentoml_service_request_*``) count a ``/predict`` twice:
+once for ``/predict`` and once for its self-call into the batchable ``/score``. Analyses over
+those series must filter ``endpoint!="/score"``; the ``kubeloop_variant_*`` series below count
+each ``/predict`` once.
 
 The ``prometheus_client`` objects are created lazily, on the first :func:`variant_metrics`
 call (a service instance's start-up), not at import: under ``bentoml serve`` the worker

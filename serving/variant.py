@@ -289,9 +289,11 @@ class ModelVariant:
         """Score RAW feature rows (the model's feature names; null = missing, imputed)."""
         started = time.perf_counter()
         outcome: Outcome = "error"
-        model_label = self.loaded.tag if self.loaded is not None else self.requested_tag
+        # The requested tag (maybe an alias) only labels "unavailable": no model to name.
+        model_label = self.requested_tag
         try:
             loaded = self._model()
+            model_label = loaded.tag  # after _model(): loading may finish mid-request
             valid = loaded.validate(rows)
             # Through BentoML's self-proxy (`to_async`), so concurrent requests meet in the
             # adaptive batching dispatcher of `score`; outside a server it calls `score` directly.

@@ -188,6 +188,39 @@ def test_metrics_count_requests_batches_and_classes(variant: Any, registered: st
     assert after == classes + len(GOOD_ROWS)
 
 
+def test_metrics_label_is_the_loaded_tag_even_if_loading_ends_mid_request(
+    variant: Any, registered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model label is the real tag whenever a model answered; the requested alias only
+    labels requests refused as unavailable (no model to name)."""
+    from bentoml.exceptions import ServiceUnavailable
+    from prometheus_client import REGISTRY
+
+    def value(model: str, outcome: str) -> float:
+        labels = {"model": model, "outcome": outcome}
+        return REGISTRY.get_sample_value(m.REQUESTS_TOTAL, labels) or 0.0
+
+    alias = "churn:production"
+    keys = [(registered, "ok"), (alias, "ok"), (alias, "unavailable")]
+    before = {k: value(*k) for k in keys}
+    loaded = variant.loaded
+    monkeypatch.setattr(variant, "loaded", None)  # as if still loading
+    with pytest.raises(ServiceUnavailable):
+        predict(variant, GOOD_ROWS)
+    assert value(alias, "unavailable") == before[alias, "unavailable"] + 1
+
+    real_model = variant._model
+
+    def model_after_load() -> Any:  # loading finishes between request start and _model()
+        variant.loaded = loaded
+        return real_model()
+
+    monkeypatch.setattr(variant, "_model", model_after_load)
+    predict(variant, GOOD_ROWS)
+    assert value(registered, "ok") == before[registered, "ok"] + 1
+    assert value(alias, "ok") == before[alias, "ok"]
+
+
 def test_not_ready_until_loaded_then_ready(registered: str) -> None:
     """Readiness is false while the loader runs; predict is 503 (ServiceUnavailable) then."""
     from bentoml.exceptions import ServiceUnavailable
