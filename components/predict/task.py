@@ -27,6 +27,7 @@ from pydantic import BaseModel, computed_field
 from kubeloop.components.core.decision import predict_classes
 from kubeloop.components.core.errors import DataError, KubeloopError
 from kubeloop.components.core.io import atomic_path, check_table_path, table_format
+from kubeloop.components.core.schema import category_text
 from kubeloop.components.core.spec import ResolvedTask
 
 if TYPE_CHECKING:
@@ -211,7 +212,8 @@ def prediction_columns(pred: np.ndarray, model: RegisteredModel, index: Any) -> 
         idx = predict_classes(pred, cast(ResolvedTask, model.task), model.threshold)
         cols[PREDICTION] = classes[idx]
         for k, cls in enumerate(model.classes):
-            cols[f"{PROBABILITY_PREFIX}{cls}"] = pred[:, k]
+            # category_text: labels trained as floats (1.0) name the column probability_1
+            cols[f"{PROBABILITY_PREFIX}{category_text(cls)}"] = pred[:, k]
     cols[MODEL] = model.info.tag
     return pd.DataFrame(cols, index=index)
 

@@ -367,6 +367,10 @@ def test_prediction_columns_per_task() -> None:
     )
     assert multi["prediction"].tolist() == ["b", "a"]
     assert multi["probability_c"].tolist() == [0.2, 0.3]
+    floats = prediction_columns(
+        np.array([[0.9, 0.1]]), fake_model("binary", [0.0, 1.0], None), [0]
+    )  # labels that were floats in training (a label column with gaps) read as the integers
+    assert list(floats.columns) == ["prediction", "probability_0", "probability_1", "model"]
     reg = prediction_columns(np.array([1.5, -2.0]), fake_model("regression", [], None), [0, 1])
     assert list(reg.columns) == ["prediction", "model"]
     assert reg["prediction"].tolist() == [1.5, -2.0]
