@@ -89,10 +89,11 @@ def row_type(name: str, kinds: dict[str, Literal["numeric", "categorical"]]) -> 
     return with_config(ConfigDict(extra="forbid"))(row)
 
 
-def request_model(row: Any, max_rows: int) -> type[BaseModel]:
-    """``{"rows": [row, ...]}`` with 1 .. max_rows rows; errors are located as
-    ``["rows", i, field]``."""
-    rows_type = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
+def request_model(row: Any) -> type[BaseModel]:
+    """``{"rows": [row, ...]}`` with at least one row; errors are located as
+    ``["rows", i, field]``. The row limit is checked by the caller, before validation and
+    without echoing the rows back (a ``max_length`` error here would carry them all)."""
+    rows_type = Annotated[list[row], Field(min_length=1)]
     return create_model(
         f"{row.__name__}s", __config__=ConfigDict(extra="forbid"), rows=(rows_type, ...)
     )

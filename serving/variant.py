@@ -142,7 +142,7 @@ class LoadedModel:
             f: params.kinds[f] for f in self.features
         }
         row = row_type(info.name, self.kinds)
-        self.request = request_model(row, max_rows)
+        self.request = request_model(row)
         self.metadata = VariantMetadata(
             tag=info.tag,
             name=info.name,
@@ -162,7 +162,8 @@ class LoadedModel:
     def validate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Raw rows -> typed rows (floats / text / None), or a pydantic ValidationError that
         names each bad row and field."""
-        if len(rows) > self.max_rows:  # refuse before validating a huge batch row by row
+        # The one row limit: refused before validating a huge batch row by row.
+        if len(rows) > self.max_rows:
             raise ValidationError.from_exception_data(
                 self.request.__name__,
                 [

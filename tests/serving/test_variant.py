@@ -399,6 +399,14 @@ def test_asgi_predict_huge_number_is_400_naming_the_field(client: Any) -> None:
     assert [e["loc"][1:] for e in r.json()["detail"]] == [[1, "x"]]
 
 
+def test_asgi_too_many_rows_names_the_limit_once(client: Any) -> None:
+    r = client.post("/predict", json={"rows": [{"x": 1.0, "plan": "pro"}] * (MAX_ROWS + 1)})
+    assert r.status_code == 400, r.text
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["rows"] and str(MAX_ROWS) in err["msg"], err
+    assert len(r.content) < 1000  # the rows are not echoed back
+
+
 def test_asgi_error_locates_row_and_field(client: Any) -> None:
     r = client.post(
         "/predict", json={"rows": [{"x": 1.0, "plan": "a"}, {"x": 1.0, "plan": "a", "zip": 1}]}
