@@ -21,67 +21,9 @@ from kubeloop.components.predict.task import (
     score_file,
 )
 from kubeloop.components.register import registry
+from tests.tiny_model import rows, train_and_register
 
 # ---------------------------------------------------------------- a tiny real model
-
-
-def rows(n: int, seed: int) -> pd.DataFrame:
-    """Raw rows the way a user has them: an id, a numeric and a categorical feature."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    return pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "x": x,
-            "plan": rng.choice(["basic", "pro"], size=n),
-            "y": np.where(x + 0.5 * rng.normal(size=n) > 0, "yes", "no"),
-        }
-    )
-
-
-def train_and_register(tmp: Path) -> str:
-    """Train, evaluate and register a real binary model named ``churn``; returns its tag.
-    BENTOML_HOME must already point at a scratch store."""
-    from kubeloop.components.clean.task import apply, fit
-    from kubeloop.components.core.spec import parse_spec
-    from kubeloop.components.evaluate.task import run as evaluate_run
-    from kubeloop.components.register import task as register_task
-    from kubeloop.components.train.task import run as train_run
-
-    raw = rows(600, seed=0).assign(ingested_at=pd.Timestamp("2024-01-01"))
-    spec = parse_spec(
-        {
-            "name": "churn",
-            "workdir": str(tmp / "wd"),
-            "data": {"source": "raw.csv", "label": "y", "entity": "id"},
-            "train": {
-                "epochs": 2,
-                "learning_rate": 0.05,
-                "hidden_units": [8],
-                "batch_size": 64,
-                "device": "cpu",
-            },
-            "evaluate": {"minimums": {"roc_auc": 0.6}},
-        }
-    )
-    parts = {"train": raw.iloc[:400], "val": raw.iloc[400:500], "test": raw.iloc[500:]}
-    params = fit(parts["train"], spec)
-    paths = {}
-    for part, df in parts.items():
-        paths[part] = str(tmp / f"{part}.parquet")
-        apply(df, params)[0].to_parquet(paths[part])
-    clean_path = tmp / "clean_params.json"
-    clean_path.write_text(params.model_dump_json())
-    model_dir = str(tmp / "model")
-    train_run(spec, paths["train"], paths["val"], model_dir)
-    evaluate_run(
-        spec, model_dir, paths["val"], paths["test"], str(tmp / "r.html"), str(tmp / "e.json")
-    )
-    tag = register_task.run(
-        spec, model_dir, str(clean_path), str(tmp / "e.json"), paths["train"], "fp", "run-1"
-    )
-    assert tag is not None
-    return tag
 
 
 @pytest.fixture(scope="module")

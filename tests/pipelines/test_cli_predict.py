@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from kubeloop.components.register import registry
 from kubeloop.pipelines.cli.main import app
-from tests.components.test_predict import bad_inputs, rows, train_and_register
+from tests.components.test_predict import bad_inputs
+from tests.tiny_model import rows, train_and_register
 
 runner = CliRunner()
 

@@ -26,11 +26,11 @@ import pandas as pd
 import pytest
 
 from kubeloop.components.core.errors import KubeloopError
-from kubeloop.components.core.spec import parse_spec
 from kubeloop.components.register import registry
 from kubeloop.serving import metrics as m
 from kubeloop.serving.schemas import Prediction, VariantMetadata
 from kubeloop.serving.variant import MODEL_TAG_ENV, ModelVariant
+from tests.tiny_model import train_and_register
 
 GOOD_ROWS: list[dict[str, Any]] = [
     {"x": 2.0, "plan": "pro"},
@@ -44,56 +44,10 @@ GOOD_ROWS: list[dict[str, Any]] = [
 def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """BENTOML_HOME -> a temp store holding one real registered model (promoted to
     production); yields its tag."""
-    from kubeloop.components.clean.task import apply, fit
-    from kubeloop.components.evaluate.task import run as evaluate_run
-    from kubeloop.components.register import task as register_task
-    from kubeloop.components.train.task import run as train_run
-
     tmp = tmp_path_factory.mktemp("variant")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BENTOML_HOME", str(tmp / "bentoml"))
-        rng = np.random.default_rng(0)
-        n = 600
-        x = rng.normal(size=n)
-        raw = pd.DataFrame(
-            {
-                "id": np.arange(n),
-                "x": x,
-                "plan": rng.choice(["basic", "pro"], size=n),
-                "y": np.where(x + 0.5 * rng.normal(size=n) > 0, "yes", "no"),
-            }
-        )
-        spec = parse_spec(
-            {
-                "name": "churn",
-                "workdir": str(tmp / "wd"),
-                "data": {"source": "raw.csv", "label": "y", "entity": "id"},
-                "train": {
-                    "epochs": 2,
-                    "learning_rate": 0.05,
-                    "hidden_units": [8],
-                    "batch_size": 64,
-                    "device": "cpu",
-                },
-                "evaluate": {"minimums": {"roc_auc": 0.6}},
-            }
-        )
-        parts = {"train": raw.iloc[:400], "val": raw.iloc[400:500], "test": raw.iloc[500:]}
-        params = fit(parts["train"], spec)
-        paths = {}
-        for name, df in parts.items():
-            paths[name] = str(tmp / f"{name}.parquet")
-            apply(df, params)[0].to_parquet(paths[name])
-        clean_path = tmp / "clean_params.json"
-        clean_path.write_text(params.model_dump_json())
-        model_dir = str(tmp / "model")
-        train_run(spec, paths["train"], paths["val"], model_dir)
-        eval_json = str(tmp / "eval.json")
-        evaluate_run(spec, model_dir, paths["val"], paths["test"], str(tmp / "r.html"), eval_json)
-        tag = register_task.run(
-            spec, model_dir, str(clean_path), eval_json, paths["train"], "fp", "run-1"
-        )
-        assert tag is not None
+        tag = train_and_register(tmp)
         registry.set_stage(tag, "production")
         yield tag
 
