@@ -35,6 +35,20 @@ BATCH_SIZE = f"{PREFIX}_batch_size"
 PREDICTIONS_TOTAL = f"{PREFIX}_predictions_total"
 PREDICTION_VALUE = f"{PREFIX}_prediction_value"
 
+# The gateway (stable | canary): what canary analysis, alert rules and dashboards query.
+# Labels: `variant` ("stable" | "canary" | "shadow"), `model` (the tag that answered).
+GATEWAY_PREFIX = "kubeloop_gateway"
+GATEWAY_REQUESTS_TOTAL = f"{GATEWAY_PREFIX}_requests_total"  # variant, model, outcome
+GATEWAY_REQUEST_LATENCY_SECONDS = f"{GATEWAY_PREFIX}_request_latency_seconds"  # variant, model
+GATEWAY_PREDICTIONS_TOTAL = f"{GATEWAY_PREFIX}_predictions_total"  # variant, model, predicted_class
+GATEWAY_PREDICTION_SCORE = f"{GATEWAY_PREFIX}_prediction_score"  # variant, model (binary P(pos))
+GATEWAY_PREDICTION_VALUE = f"{GATEWAY_PREFIX}_prediction_value"  # variant, model (regression)
+GATEWAY_REQUEST_ROWS = f"{GATEWAY_PREFIX}_request_rows"  # variant: rows per routed request
+GATEWAY_FEATURE_LOOKUP_SECONDS = f"{GATEWAY_PREFIX}_feature_lookup_seconds"  # (no labels)
+GATEWAY_WEIGHT_PERCENT = f"{GATEWAY_PREFIX}_weight_percent"  # variant: current traffic share
+GATEWAY_ROLLOUT_PHASE = f"{GATEWAY_PREFIX}_rollout_phase"  # phase: 1 for the current phase
+GATEWAY_PREDICTION_LOG_DROPPED_TOTAL = f"{GATEWAY_PREFIX}_prediction_log_dropped_total"
+
 Outcome = Literal["ok", "invalid", "error", "unavailable"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "invalid", "error", "unavailable")
 

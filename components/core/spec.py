@@ -266,11 +266,81 @@ class EvaluateSpec(Section):
     calibration_bins: int = 10
 
 
+BUILTIN_CHECKS = ("success_rate", "latency_p99_ratio", "prediction_psi")
+
+
+class AnalysisCheck(Section):
+    """One canary analysis metric (Argo Rollouts' AnalysisTemplate metric, as data).
+
+    A built-in name (``success_rate``, ``latency_p99_ratio``, ``prediction_psi``) needs no
+    query; any other name needs ``query``: PromQL returning one number, where ``{variant}``,
+    ``{stable}``/``{canary}`` (model tags) and ``{window}`` (e.g. ``60s``) are filled in.
+    The check passes when ``min <= value <= max`` (either bound may be omitted)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    query: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AnalysisCheck:
+        if self.min is None and self.max is None:
+            raise ValueError(f"check {self.name!r}: give `min`, `max` or both")
+        if self.name not in BUILTIN_CHECKS and not self.query:
+            raise ValueError(
+                f"check {self.name!r}: not a built-in check ({', '.join(BUILTIN_CHECKS)}), "
+                "so it needs a PromQL `query`"
+            )
+        return self
+
+
+def _default_checks() -> list[AnalysisCheck]:
+    return [
+        AnalysisCheck(name="success_rate", min=0.99),
+        AnalysisCheck(name="latency_p99_ratio", max=1.5),
+        AnalysisCheck(name="prediction_psi", max=0.2),
+    ]
+
+
 class ServeSpec(Section):
-    host: str = "127.0.0.1"
-    port: int = 3000
+    """The gateway (stable | canary) and its canary rollouts."""
+
+    host: str = "127.0.0.1"  # gateway address
+    port: int = Field(default=3000, ge=1, le=65535)
+    # Remote variants (a cluster): variant service URLs; None = the model runs in the gateway.
+    stable_url: str | None = None
+    canary_url: str | None = None
+    max_rows: int = Field(default=1000, ge=1)  # rows per request
+    max_batch_size: int = Field(default=64, ge=1)  # adaptive batching: rows per model call
+    shadow_percent: float = Field(default=0.0, ge=0, le=100)  # stable traffic mirrored to canary
+    admin_token_env: str = "KUBELOOP_ADMIN_TOKEN"  # env var holding the admin bearer token
+    prediction_log: str | None = None  # Parquet sink folder; None: <workdir>/prediction_log
+    # Rollout: weights in percent, each held for interval_s, then analysed over that window.
     canary_steps: list[int] = Field(default_factory=lambda: [5, 10, 25, 50, 100])
-    interval_s: float = 60.0
+    interval_s: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=20, ge=1)  # per variant per window, else insufficient-data
+    failure_limit: int = Field(default=0, ge=0)  # failed analyses tolerated before rollback
+    deadline_s: float = Field(default=1800.0, gt=0)  # insufficient data this long: roll back
+    analysis: list[AnalysisCheck] = Field(default_factory=_default_checks)
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not v or any(not 0 < w <= 100 for w in v) or v != sorted(set(v)) or v[-1] != 100:
+            raise ValueError(
+                "canary_steps: strictly increasing weights in 1..100 that end at 100, "
+                f"e.g. [5, 10, 25, 50, 100]; got {v}"
+            )
+        return v
+
+    @field_validator("analysis")
+    @classmethod
+    def _unique_checks(cls, v: list[AnalysisCheck]) -> list[AnalysisCheck]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"analysis: check name(s) {dupes} given more than once")
+        return v
 
 
 class MonitorSpec(Section):
@@ -305,6 +375,16 @@ class Spec(Section):
     def feature_service(self) -> str:
         return self.features.service.full_name(self.name)
 
+    @property
+    def prediction_log_dir(self) -> Path:
+        """Where the gateway's prediction log goes (Parquet files, one folder per day)."""
+        return Path(self.serve.prediction_log or Path(self.workdir) / "prediction_log")
+
+    @property
+    def rollouts_dir(self) -> Path:
+        """Canary rollout state and decision records."""
+        return Path(self.workdir) / "rollouts"
+
     def spec_hash(self) -> str:
         """Stable hash of the validated spec (defaults included)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -326,6 +406,7 @@ class Spec(Section):
             update={"store_yaml": resolve(self.features.store_yaml)}
         )
         tune = self.tune.model_copy(update={"storage": resolve(self.tune.storage)})
+        serve = self.serve.model_copy(update={"prediction_log": resolve(self.serve.prediction_log)})
         return self.model_copy(
             update={
                 "workdir": resolve(self.workdir),
@@ -333,6 +414,7 @@ class Spec(Section):
                 "validation": validation,
                 "features": features,
                 "tune": tune,
+                "serve": serve,
             }
         )
 

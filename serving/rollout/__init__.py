@@ -1,0 +1,1 @@
+"""Canary rollouts: steps, Prometheus analysis, decisions, persisted state."""
