@@ -24,16 +24,17 @@ def rows(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-def train_and_register(tmp: Path) -> str:
+def train_and_register(tmp: Path, seed: int = 0) -> str:
     """Register a binary model named ``churn`` (600 rows, 2 epochs); returns its tag.
-    BENTOML_HOME must already point at a scratch store."""
+    BENTOML_HOME must already point at a scratch store. A second model needs another `seed`
+    (other data and weights): an identical model ties with the first and the gate refuses it."""
     from kubeloop.components.clean.task import apply, fit
     from kubeloop.components.core.spec import parse_spec
     from kubeloop.components.evaluate.task import run as evaluate_run
     from kubeloop.components.register import task as register_task
     from kubeloop.components.train.task import run as train_run
 
-    raw = rows(600, seed=0).assign(ingested_at=pd.Timestamp("2024-01-01"))
+    raw = rows(600, seed=seed).assign(ingested_at=pd.Timestamp("2024-01-01"))
     spec = parse_spec(
         {
             "name": "churn",
@@ -45,6 +46,7 @@ def train_and_register(tmp: Path) -> str:
                 "hidden_units": [8],
                 "batch_size": 64,
                 "device": "cpu",
+                "seed": seed,
             },
             "evaluate": {"minimums": {"roc_auc": 0.6}},
         }
