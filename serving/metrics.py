@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
 PREFIX = "kubeloop_variant"
 # Counter names are given without `_total`: prometheus_client appends it on exposition.
@@ -51,6 +51,9 @@ GATEWAY_PREDICTION_LOG_DROPPED_TOTAL = f"{GATEWAY_PREFIX}_prediction_log_dropped
 
 Outcome = Literal["ok", "invalid", "error", "unavailable"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "invalid", "error", "unavailable")
+# The gateway adds `not_found`: entity ids the online store does not know (404).
+GatewayOutcome = Literal["ok", "invalid", "not_found", "error", "unavailable"]
+GatewayVariant = Literal["stable", "canary", "shadow"]
 
 # Latency: sub-millisecond in-process calls up to multi-second overload.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -61,6 +64,8 @@ BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 # so any label range lands in a dozen or more buckets for the distribution comparison.
 _STEPS = tuple(m * 10.0**k for k in range(-2, 7) for m in (1, 2, 5))
 VALUE_BUCKETS = (*sorted(-s for s in _STEPS), 0.0, *_STEPS)
+# P(positive class) of binary models: 0.05 .. 1.0 in 0.05 steps.
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 
 def _counter_base(name: str) -> str:
@@ -130,5 +135,124 @@ def variant_metrics() -> VariantMetrics:
             "Predicted values (regression models), in the label's units.",
             ["model"],
             buckets=VALUE_BUCKETS,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    """The metric objects the gateway updates (labels as listed by the GATEWAY_* names)."""
+
+    requests: Counter  # variant, model, outcome
+    latency: Histogram  # variant, model
+    predictions: Counter  # variant, model, predicted_class
+    score: Histogram  # variant, model
+    value: Histogram  # variant, model
+    rows: Histogram  # variant
+    lookup: Histogram  # (none)
+    weight: Gauge  # variant
+    phase: Gauge  # phase
+    log_dropped: Counter  # (none)
+
+    def observe_request(
+        self, variant: GatewayVariant, model: str, outcome: GatewayOutcome, seconds: float
+    ) -> None:
+        self.requests.labels(variant=variant, model=model, outcome=outcome).inc()
+        if outcome == "ok":
+            self.latency.labels(variant=variant, model=model).observe(seconds)
+
+    def observe_rows(self, variant: GatewayVariant, n: int) -> None:
+        self.rows.labels(variant=variant).observe(n)
+
+    def observe_classes(
+        self, variant: GatewayVariant, model: str, counts: Iterable[tuple[str, int]]
+    ) -> None:
+        for cls, n in counts:
+            self.predictions.labels(variant=variant, model=model, predicted_class=cls).inc(n)
+
+    def observe_scores(self, variant: GatewayVariant, model: str, scores: Iterable[float]) -> None:
+        hist = self.score.labels(variant=variant, model=model)
+        for s in scores:
+            hist.observe(s)
+
+    def observe_values(self, variant: GatewayVariant, model: str, values: Iterable[float]) -> None:
+        hist = self.value.labels(variant=variant, model=model)
+        for v in values:
+            hist.observe(v)
+
+    def set_routing(self, canary_percent: float, phase: str, phases: Iterable[str]) -> None:
+        """Current weights and rollout phase (1 for the current phase, 0 for the others)."""
+        self.weight.labels(variant="canary").set(canary_percent)
+        self.weight.labels(variant="stable").set(100.0 - canary_percent)
+        for p in phases:
+            self.phase.labels(phase=p).set(1.0 if p == phase else 0.0)
+
+
+@functools.cache
+def gateway_metrics() -> GatewayMetrics:
+    """The process-wide gateway metric objects (created on first use, see the module doc)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    # Gauges under `bentoml serve` live in prometheus_client's multiprocess mode, whose
+    # default ("all") adds a `pid` label; the gateway runs one worker, so the value most
+    # recently set by a live process is the value.
+    mode: Literal["livemostrecent"] = "livemostrecent"
+    return GatewayMetrics(
+        requests=Counter(
+            _counter_base(GATEWAY_REQUESTS_TOTAL),
+            "Gateway requests per variant that served rows of them, by outcome (ok, invalid = "
+            "400, not_found = unknown entity ids, error = the variant failed, unavailable = "
+            "no model ready).",
+            ["variant", "model", "outcome"],
+        ),
+        latency=Histogram(
+            GATEWAY_REQUEST_LATENCY_SECONDS,
+            "Time from request arrival until a variant answered its rows (ok requests).",
+            ["variant", "model"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        predictions=Counter(
+            _counter_base(GATEWAY_PREDICTIONS_TOTAL),
+            "Rows predicted per class and variant (classification models).",
+            ["variant", "model", "predicted_class"],
+        ),
+        score=Histogram(
+            GATEWAY_PREDICTION_SCORE,
+            "Probability of the positive class per row (binary models).",
+            ["variant", "model"],
+            buckets=SCORE_BUCKETS,
+        ),
+        value=Histogram(
+            GATEWAY_PREDICTION_VALUE,
+            "Predicted values per row (regression models), in the label's units.",
+            ["variant", "model"],
+            buckets=VALUE_BUCKETS,
+        ),
+        rows=Histogram(
+            GATEWAY_REQUEST_ROWS,
+            "Rows of one request routed to a variant.",
+            ["variant"],
+            buckets=BATCH_SIZE_BUCKETS,
+        ),
+        lookup=Histogram(
+            GATEWAY_FEATURE_LOOKUP_SECONDS,
+            "Online feature store lookup time per request (entity-id requests).",
+            buckets=LATENCY_BUCKETS,
+        ),
+        weight=Gauge(
+            GATEWAY_WEIGHT_PERCENT,
+            "Current traffic share per variant, in percent.",
+            ["variant"],
+            multiprocess_mode=mode,
+        ),
+        phase=Gauge(
+            GATEWAY_ROLLOUT_PHASE,
+            "Rollout phase of the gateway: 1 for the current phase, 0 for the others.",
+            ["phase"],
+            multiprocess_mode=mode,
+        ),
+        log_dropped=Counter(
+            _counter_base(GATEWAY_PREDICTION_LOG_DROPPED_TOTAL),
+            "Prediction log records dropped because the writer's queue was full.",
         ),
     )

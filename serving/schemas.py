@@ -16,9 +16,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    ValidationError,
     create_model,
+    model_validator,
     with_config,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict
 
 from kubeloop.components.core.schema import category_text
@@ -97,3 +100,114 @@ def request_model(row: Any) -> type[BaseModel]:
     return create_model(
         f"{row.__name__}s", __config__=ConfigDict(extra="forbid"), rows=(rows_type, ...)
     )
+
+
+class RowValidator:
+    """Raw rows -> typed rows for one model (its features and kinds), with the row limit.
+
+    Built from a loaded model by the variant service, and from a variant's metadata by the
+    gateway (remote variants), so both refuse the same rows with the same ``loc``."""
+
+    def __init__(
+        self, name: str, kinds: dict[str, Literal["numeric", "categorical"]], max_rows: int
+    ) -> None:
+        self.max_rows = max_rows
+        self.request = request_model(row_type(name, kinds))
+
+    @classmethod
+    def for_metadata(cls, meta: VariantMetadata, max_rows: int) -> RowValidator:
+        return cls(meta.name, meta.feature_kinds, max_rows)
+
+    def validate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Typed rows (floats / text / None), or a pydantic ValidationError that names each
+        bad row and field."""
+        # The one row limit: refused before validating a huge batch row by row.
+        if len(rows) > self.max_rows:
+            raise too_many_rows(self.request.__name__, len(rows), self.max_rows, ("rows",))
+        valid: list[dict[str, Any]] = self.request.model_validate({"rows": rows}).rows  # type: ignore[attr-defined]
+        return valid
+
+
+def too_many_rows(title: str, rows: int, max_rows: int, loc: tuple[str, ...]) -> ValidationError:
+    """The row-limit error (without echoing the rows back)."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "too_many_rows",
+                    "at most {max_rows} rows per request, got {rows}",
+                    {"max_rows": max_rows, "rows": rows},
+                ),
+                loc=loc,
+                input=None,
+            )
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------- gateway
+
+# Entity ids as Feast keys them: text or a 64-bit integer (no bools, no floats).
+EntityId = (
+    Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+    | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
+)
+RequestId = Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+FeatureRow = dict[str, Any]
+
+
+class PredictRequest(BaseModel):
+    """``POST /predict``: one row, as raw feature values or as an entity id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: FeatureRow | None = Field(
+        default=None, description="Raw feature values of one row (the model's feature names)."
+    )
+    entity_id: EntityId | None = Field(
+        default=None, description="Entity id whose features come from the online store."
+    )
+    request_id: RequestId | None = Field(
+        default=None, description="Caller's id (else header x-request-id, else generated)."
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictRequest:
+        if (self.features is None) == (self.entity_id is None):
+            raise ValueError("give exactly one of 'features' (an object) or 'entity_id'")
+        return self
+
+
+class PredictBatchRequest(BaseModel):
+    """``POST /predict_batch``: rows as raw feature values or as entity ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[FeatureRow] | None = Field(default=None, description="Raw feature rows.")
+    entity_ids: list[EntityId] | None = Field(
+        default=None, description="Entity ids whose features come from the online store."
+    )
+    request_id: RequestId | None = Field(
+        default=None, description="Caller's id (else header x-request-id, else generated)."
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictBatchRequest:
+        if (self.rows is None) == (self.entity_ids is None):
+            raise ValueError("give exactly one of 'rows' (a list of objects) or 'entity_ids'")
+        if self.rows == [] or self.entity_ids == []:
+            raise ValueError("'rows' / 'entity_ids' must hold at least one item")
+        return self
+
+
+class GatewayPrediction(Prediction):
+    """One scored row, with the variant that answered it."""
+
+    variant: Literal["stable", "canary"] = Field(description="Which side of the rollout.")
+    request_id: str
+
+
+class GatewayBatchResponse(BaseModel):
+    request_id: str
+    predictions: list[GatewayPrediction]

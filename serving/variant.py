@@ -24,6 +24,10 @@ Endpoints (all POST, JSON):
   call would fail every request merged into the same batch.
 * ``/metadata`` ``{}`` -> :class:`VariantMetadata` (tag, task, classes, features, feature
   service, metrics) for a gateway's compatibility check.
+* Fault injection (drills and tests, off by default, logged loudly when on):
+  ``--arg fault_error_rate=0.2`` (that share of ``/predict`` calls answer 500),
+  ``--arg fault_delay_ms=200`` (sleep before answering), ``--arg fault_constant=true``
+  (every row gets the first class, or 0.0 for regression).
 * ``/readyz`` is 503 until the model is loaded (``__is_ready__``); ``/livez`` turns 503 if
   loading failed (``__is_alive__``), so Kubernetes restarts the pod; ``/metrics`` adds the
   ``kubeloop_variant_*`` series of :mod:`kubeloop.serving.metrics`.
@@ -35,13 +39,16 @@ The model loads in a background thread started by ``__init__``, so the server an
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -50,7 +57,6 @@ import numpy as np
 import pandas as pd
 from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kubeloop.components.core.decision import DEFAULT_THRESHOLD, predict_classes
 from kubeloop.components.core.errors import KubeloopError
@@ -58,13 +64,7 @@ from kubeloop.components.core.schema import category_text
 from kubeloop.components.core.spec import ResolvedTask
 from kubeloop.components.register import registry
 from kubeloop.serving.metrics import Outcome, variant_metrics
-from kubeloop.serving.schemas import (
-    Label,
-    Prediction,
-    VariantMetadata,
-    request_model,
-    row_type,
-)
+from kubeloop.serving.schemas import Label, Prediction, RowValidator, VariantMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,38 @@ class VariantArgs(BaseModel):
         description="Adaptive batching gives up on (503) a queued call older than this.",
     )
     max_rows: int = Field(default=1000, ge=1, description="Rows per /predict request, at most.")
+    # Fault injection for rollout drills and tests (cf. Istio fault injection); off by default.
+    fault_error_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of /predict calls that fail (500)."
+    )
+    fault_delay_ms: int = Field(default=0, ge=0, description="Sleep before each /predict answer.")
+    fault_constant: bool = Field(
+        default=False, description="Every row gets the first class (or the value 0.0)."
+    )
 
 
 ARGS = bentoml.use_arguments(VariantArgs)
+
+
+class InjectedFault(RuntimeError):
+    """A failure asked for by ``--arg fault_error_rate`` (answered as a 500)."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Injected faults of a variant: errors, delay, constant answers."""
+
+    error_rate: float = 0.0
+    delay_ms: int = 0
+    constant: bool = False
+
+    @classmethod
+    def from_args(cls, args: VariantArgs) -> Faults:
+        return cls(args.fault_error_rate, args.fault_delay_ms, args.fault_constant)
+
+    @property
+    def active(self) -> bool:
+        return self.error_rate > 0 or self.delay_ms > 0 or self.constant
 
 
 def _numeric(v: Any) -> float | None:
@@ -141,8 +170,8 @@ class LoadedModel:
         self.kinds: dict[str, Literal["numeric", "categorical"]] = {
             f: params.kinds[f] for f in self.features
         }
-        row = row_type(info.name, self.kinds)
-        self.request = request_model(row)
+        self.validator = RowValidator(info.name, self.kinds, max_rows)
+        self.request = self.validator.request
         self.metadata = VariantMetadata(
             tag=info.tag,
             name=info.name,
@@ -162,24 +191,7 @@ class LoadedModel:
     def validate(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Raw rows -> typed rows (floats / text / None), or a pydantic ValidationError that
         names each bad row and field."""
-        # The one row limit: refused before validating a huge batch row by row.
-        if len(rows) > self.max_rows:
-            raise ValidationError.from_exception_data(
-                self.request.__name__,
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError(
-                            "too_many_rows",
-                            "at most {max_rows} rows per request, got {rows}",
-                            {"max_rows": self.max_rows, "rows": len(rows)},
-                        ),
-                        loc=("rows",),
-                        input=None,
-                    )
-                ],
-            )
-        valid: list[dict[str, Any]] = self.request.model_validate({"rows": rows}).rows  # type: ignore[attr-defined]
-        return valid
+        return self.validator.validate(rows)
 
     def _sanitize(self, row: Any) -> dict[str, Any]:
         """One row as `score` trusts it: a value that cannot be a feature becomes None.
@@ -217,14 +229,31 @@ class LoadedModel:
         ]
         return preds, picked
 
+    def constant(self, n: int) -> tuple[list[Prediction], np.ndarray]:
+        """What a broken model answers (fault injection): the first class, or 0.0."""
+        if self.task == "regression":
+            return [Prediction(prediction=0.0, model=self.tag) for _ in range(n)], np.zeros(n)
+        proba = {k: float(i == 0) for i, k in enumerate(self.class_keys)}
+        threshold = self.threshold if self.task == "binary" else None
+        first = Prediction(
+            prediction=self.classes[0], probabilities=proba, model=self.tag, threshold=threshold
+        )
+        return [first.model_copy() for _ in range(n)], np.zeros(n, dtype=np.int64)
+
 
 @bentoml.service
 class ModelVariant:
     """One registered model, validated typed predictions, adaptive batching, metrics."""
 
-    def __init__(self, tag: str | None = None, *, loader: Loader = registry.load) -> None:
+    def __init__(
+        self,
+        tag: str | None = None,
+        *,
+        loader: Loader = registry.load,
+        faults: Faults | None = None,
+    ) -> None:
         """`tag` wins over ``--arg model=`` and ``$KUBELOOP_MODEL_TAG`` (BentoML itself always
-        calls ``ModelVariant()``; tests pass a tag and a fake loader)."""
+        calls ``ModelVariant()``; tests pass a tag, a fake loader, faults)."""
         requested = tag or ARGS.model or os.environ.get(MODEL_TAG_ENV)
         if not requested:
             raise KubeloopError(
@@ -232,6 +261,16 @@ class ModelVariant:
                 f"NAME:latest) to `bentoml serve`, or set ${MODEL_TAG_ENV}"
             )
         self.requested_tag: str = requested
+        self.faults = faults if faults is not None else Faults.from_args(ARGS)
+        if self.faults.active:
+            logger.warning(
+                "FAULT INJECTION ON for %r: error_rate=%s delay_ms=%s constant=%s",
+                requested,
+                self.faults.error_rate,
+                self.faults.delay_ms,
+                self.faults.constant,
+            )
+        self._rng = random.Random()
         self.metrics = variant_metrics()
         self.loaded: LoadedModel | None = None
         self.load_error: str | None = None
@@ -283,6 +322,13 @@ class ModelVariant:
             raise ServiceUnavailable(f"model {self.requested_tag!r} is not ready ({why})")
         return loaded
 
+    async def _inject_faults(self) -> None:
+        faults = self.faults
+        if faults.delay_ms:
+            await asyncio.sleep(faults.delay_ms / 1000)
+        if faults.error_rate and self._rng.random() < faults.error_rate:
+            raise InjectedFault(f"injected fault (fault_error_rate={faults.error_rate})")
+
     # ------------------------------------------------------------------------ APIs
 
     @bentoml.api
@@ -296,6 +342,7 @@ class ModelVariant:
             loaded = self._model()
             model_label = loaded.tag  # after _model(): loading may finish mid-request
             valid = loaded.validate(rows)
+            await self._inject_faults()
             # Through BentoML's self-proxy (`to_async`), so concurrent requests meet in the
             # adaptive batching dispatcher of `score`; outside a server it calls `score` directly.
             predictions: list[Prediction] = await self.to_async.score(valid)  # type: ignore[attr-defined]
@@ -321,6 +368,8 @@ class ModelVariant:
         if not rows:
             return []
         predictions, picked = loaded.score(rows)
+        if self.faults.constant:
+            predictions, picked = loaded.constant(len(rows))
         m = self.metrics
         m.observe_batch(loaded.tag, len(rows))
         if loaded.task == "regression":
