@@ -203,8 +203,8 @@ class Gateway:
             )
         self._loader = loader
         self.metrics = gateway_metrics()
-        self._lookup = lookup
-        self._lookup_failed: str | None = None
+        self._lookup = lookup  # a FeatureLookup; built on the first entity-id request if None
+        self._lookup_key: tuple[str | None, tuple[str, ...]] | None = None
         self._log = prediction_log if prediction_log is not None else self._open_log()
         self._admin_lock = asyncio.Lock()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
@@ -270,12 +270,18 @@ class Gateway:
         dropped = self.metrics.log_dropped
         return PredictionLog(self.spec.prediction_log_dir, on_drop=lambda n: dropped.inc(n))
 
-    def _feature_lookup(self, meta: VariantMetadata) -> Any:
-        if self._lookup is None:
+    def _lookup_rows_sync(self, meta: VariantMetadata, ids: list[Any]) -> list[dict[str, Any]]:
+        """Raw rows of `ids` through the model's feature service (the store opens once)."""
+        key = (meta.feature_service, tuple(meta.features))
+        if self._lookup is None or (self._lookup_key is not None and self._lookup_key != key):
             from kubeloop.serving.feature_lookup import FeatureLookup
 
-            self._lookup = FeatureLookup(self.spec, meta.features)
-        return self._lookup
+            self._lookup = FeatureLookup(
+                self.spec, meta.features, feature_service=meta.feature_service
+            )
+            self._lookup_key = key
+        rows: list[dict[str, Any]] = self._lookup.rows(ids)
+        return rows
 
     def _publish(self, *, persist: bool = True) -> None:
         """Metrics follow the routing state; the state file too (after admin changes)."""
@@ -434,8 +440,7 @@ class Gateway:
         assert req.entity_ids is not None
         started = time.perf_counter()
         try:
-            lookup = self._feature_lookup(meta)
-            rows: list[dict[str, Any]] = await asyncio.to_thread(lookup.rows, req.entity_ids)
+            rows = await asyncio.to_thread(self._lookup_rows_sync, meta, req.entity_ids)
         except UnknownEntities as err:
             self._count(req, req.slots, "not_found")
             unknown = list(err.ids)
