@@ -136,6 +136,11 @@ def _max_batch_size() -> int:
 MAX_BATCH_SIZE = _max_batch_size()
 
 
+# BentoML passes the request context to a parameter named `ctx` annotated exactly
+# `bentoml.Context`; direct calls (tests) have none.
+NO_CONTEXT = cast(bentoml.Context, None)
+
+
 class GatewayError(Exception):
     """An answer other than 200: HTTP status and JSON body."""
 
@@ -316,7 +321,7 @@ class Gateway:
         features: dict[str, Any] | None = None,
         entity_id: str | int | None = None,
         request_id: str | None = None,
-        ctx: bentoml.Context | None = None,
+        ctx: bentoml.Context = NO_CONTEXT,
     ) -> GatewayPrediction | JSONResponse:
         """Score one row (raw features, or an entity id looked up in the online store)."""
         rid = self._request_id(request_id, ctx)
@@ -337,7 +342,7 @@ class Gateway:
         rows: list[dict[str, Any]] | None = None,
         entity_ids: list[str | int] | None = None,
         request_id: str | None = None,
-        ctx: bentoml.Context | None = None,
+        ctx: bentoml.Context = NO_CONTEXT,
     ) -> GatewayBatchResponse | JSONResponse:
         """Score rows (raw features, or entity ids), answers in row order."""
         rid = self._request_id(request_id, ctx)
