@@ -15,6 +15,7 @@ from kubeloop.pipelines.cli.models import app as models_app
 from kubeloop.pipelines.cli.predict import predict_command
 from kubeloop.pipelines.cli.runs import app as runs_app
 from kubeloop.pipelines.cli.serve import serve_command
+from kubeloop.pipelines.cli.trigger import app as trigger_app
 
 app = typer.Typer(
     name="kubeloop",
@@ -31,6 +32,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(models_app, name="models", help="Registered models (BentoML store).")
 app.add_typer(runs_app, name="runs", help="Pipeline run history.")
+app.add_typer(trigger_app, name="trigger", help="Retrain trigger (Alertmanager webhook).")
 app.command("predict")(predict_command)
 app.command("serve")(serve_command)
 
