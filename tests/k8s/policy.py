@@ -78,7 +78,7 @@ def pod_security(obj: Obj) -> list[str]:
     for label, c in _containers(spec):
         csc = c.get("securityContext") or {}
         at = f"{where} {label}"
-        if not (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+        if csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
             out.append(f"{at}: runAsNonRoot is not true")
         if csc.get("runAsUser", psc.get("runAsUser")) == 0:
             out.append(f"{at}: runs as user 0")
@@ -201,9 +201,12 @@ def rbac(obj: Obj) -> list[str]:
             for field in ("verbs", "resources", "apiGroups", "nonResourceURLs"):
                 if "*" in (rule.get(field) or []):
                     out.append(f"{_name(obj)}: rules[{i}].{field} has a wildcard")
-    if obj["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-        if obj["roleRef"]["name"] in ("cluster-admin", "admin", "edit"):
-            out.append(f"{_name(obj)}: binds {obj['roleRef']['name']}")
+    if obj["kind"] in ("RoleBinding", "ClusterRoleBinding") and obj["roleRef"]["name"] in (
+        "cluster-admin",
+        "admin",
+        "edit",
+    ):
+        out.append(f"{_name(obj)}: binds {obj['roleRef']['name']}")
     return out
 
 
@@ -240,7 +243,10 @@ def violations(objects: list[Obj], probe_exempt: dict[str, str] | None = None) -
             out += check(obj)
         out += probes(obj, probe_exempt)
         out += service_account_token(obj, clients)
-        if obj["kind"] == "ServiceAccount" and obj["metadata"]["name"] not in clients:
-            if obj.get("automountServiceAccountToken") is not False:
-                out.append(f"{_name(obj)}: automountServiceAccountToken is not false")
+        if (
+            obj["kind"] == "ServiceAccount"
+            and obj["metadata"]["name"] not in clients
+            and obj.get("automountServiceAccountToken") is not False
+        ):
+            out.append(f"{_name(obj)}: automountServiceAccountToken is not false")
     return out

@@ -3,10 +3,11 @@
 Built-in kinds are checked against the strict schemas bundled with ``kubernetes-validate``
 (unknown fields are errors), exactly as ``kubernetes_validate.validate(obj, v, strict=True)``
 does; the schemas and their shared definitions are loaded once per version here, because that
-function re-reads the 1.4 MB definitions file on every call. Custom resources go through the ``openAPIV3Schema`` of their CRD from
-``../shared/k8s-crds`` (or ``$KUBELOOP_CRD_DIR``), made strict the same way: every object
-schema that lists its properties gets ``additionalProperties: false``, which is what the API
-server's strict field validation does for a structural schema.
+function re-reads the 1.4 MB definitions file on every call. Custom resources go through the
+``openAPIV3Schema`` of their CRD from ``../shared/k8s-crds`` (or ``$KUBELOOP_CRD_DIR``), made
+strict the same way: every object schema that lists its properties gets
+``additionalProperties: false``, which is what the API server's strict field validation does
+for a structural schema.
 """
 
 from __future__ import annotations
