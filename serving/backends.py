@@ -208,27 +208,25 @@ class RemoteBackend:
         assert self._meta is not None
         return self._meta
 
-    def _client(self) -> Any:
-        # httpx async connection pools belong to one event loop.
+    async def _client(self) -> Any:
+        # httpx async connection pools belong to one event loop: one client per loop.
         loop = id(asyncio.get_running_loop())
         client = self._clients.get(loop)
         if client is None:
             import bentoml
 
-            from kubeloop.serving.variant import ModelVariant
-
-            client = bentoml.AsyncHTTPClient(
-                self.url, service=ModelVariant, server_ready_timeout=0, timeout=self.timeout
-            )
+            client = bentoml.AsyncHTTPClient(self.url, server_ready_timeout=0, timeout=self.timeout)
+            await client.__aenter__()  # reads the service's /schema.json (its endpoints)
             self._clients[loop] = client
         return client
 
     async def score(self, rows: list[dict[str, Any]]) -> list[Prediction]:
         try:
-            out = await self._client().predict(rows=rows)
+            client = await self._client()
+            out = await client.predict(rows=rows)
+            return [Prediction.model_validate(p) for p in out]
         except Exception as err:  # HTTP errors, 5xx of the variant, unparseable answers
             raise VariantFailed(f"variant service {self.url} failed: {err}") from err
-        return [p if isinstance(p, Prediction) else Prediction.model_validate(p) for p in out]
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -50,6 +50,7 @@ import collections
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -210,6 +211,7 @@ class Gateway:
         self.metrics = gateway_metrics()
         self._lookup = lookup  # a FeatureLookup; built on the first entity-id request if None
         self._lookup_key: tuple[str | None, tuple[str, ...]] | None = None
+        self._lookup_lock = threading.Lock()  # one opening of the store at a time
         self._log = prediction_log if prediction_log is not None else self._open_log()
         self._admin_lock = asyncio.Lock()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
@@ -224,6 +226,8 @@ class Gateway:
         }
         self.state = RoutingState(stable=stable_tag, canary=canary_tag, weight=weight, phase=phase)
         self._publish(persist=False)
+        if lookup is None and spec.features.enabled and spec.features.online:
+            threading.Thread(target=self._warm_lookup, name="feature-lookup", daemon=True).start()
 
     # ------------------------------------------------------------------ set-up
 
@@ -275,8 +279,17 @@ class Gateway:
         dropped = self.metrics.log_dropped
         return PredictionLog(self.spec.prediction_log_dir, on_drop=lambda n: dropped.inc(n))
 
-    def _lookup_rows_sync(self, meta: VariantMetadata, ids: list[Any]) -> list[dict[str, Any]]:
-        """Raw rows of `ids` through the model's feature service (the store opens once)."""
+    def _warm_lookup(self) -> None:
+        """Open the feature store once the stable model is known, so the first entity-id
+        request does not pay for importing and opening Feast (seconds)."""
+        try:
+            meta = self.wait_ready(LOAD_TIMEOUT_S)
+            with self._lookup_lock:
+                self._lookup_for(meta)
+        except Exception as err:  # retried (and reported) by the first entity-id request
+            logger.info("feature lookup not opened at start-up: %s", err)
+
+    def _lookup_for(self, meta: VariantMetadata) -> Any:
         key = (meta.feature_service, tuple(meta.features))
         if self._lookup is None or (self._lookup_key is not None and self._lookup_key != key):
             from kubeloop.serving.feature_lookup import FeatureLookup
@@ -285,7 +298,13 @@ class Gateway:
                 self.spec, meta.features, feature_service=meta.feature_service
             )
             self._lookup_key = key
-        rows: list[dict[str, Any]] = self._lookup.rows(ids)
+        return self._lookup
+
+    def _lookup_rows_sync(self, meta: VariantMetadata, ids: list[Any]) -> list[dict[str, Any]]:
+        """Raw rows of `ids` through the model's feature service (the store opens once)."""
+        with self._lookup_lock:
+            lookup = self._lookup_for(meta)
+        rows: list[dict[str, Any]] = lookup.rows(ids)
         return rows
 
     def _publish(self, *, persist: bool = True) -> None:
