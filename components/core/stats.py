@@ -14,6 +14,12 @@ Histogram edges are the train deciles (so each bin holds ~10% of train rows); a 
 must bin new data with :func:`histogram_counts`, which puts values below the first / above
 the last edge into the outer bins, so counts stay comparable with the reference.
 Statistics are over non-null values; ``null_fraction`` covers the rest.
+
+Live drift checks also need the rows themselves (a two-sample test on 10 decile counts loses
+most of its power): :func:`reference_sample` draws a seeded sample of at most
+:data:`REFERENCE_SAMPLE_ROWS` training rows; the register stage adds the model's predictions
+on them (:data:`PREDICTION_COLUMN`, and :data:`SCORE_COLUMN` for binary models) and stores it
+as ``reference_sample.parquet`` beside ``reference_stats.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 DECILES = tuple(i / 10 for i in range(11))
 TOP_CATEGORIES = 100
 OTHER = "__other__"
+REFERENCE_SAMPLE_ROWS = 5000
+# Columns of the reference sample holding the model's own output on those rows: the class
+# label as text (classification) or the value (regression), and P(positive class) (binary).
+PREDICTION_COLUMN = "__prediction__"
+SCORE_COLUMN = "__score__"
 
 
 def _f(v: Any) -> float | None:
@@ -119,3 +130,18 @@ def label_stats(y: pd.Series, task: str) -> dict[str, Any]:
         "count": int(y.notna().sum()),
         "class_rates": {str(k): float(s) for k, s in rates.sort_index().items()},
     }
+
+
+def reference_sample(
+    df: pd.DataFrame, columns: list[str], *, max_rows: int = REFERENCE_SAMPLE_ROWS, seed: int = 0
+) -> pd.DataFrame:
+    """A seeded uniform sample (without replacement) of at most `max_rows` rows of `columns`,
+    in the frame's row order, with a fresh 0..n-1 index."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise KeyError(f"reference sample: column(s) {missing} not in the frame")
+    if max_rows < 1:
+        raise ValueError(f"reference sample: max_rows must be >= 1, got {max_rows}")
+    n = min(len(df), max_rows)
+    rows = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    return df.iloc[rows][columns].reset_index(drop=True)

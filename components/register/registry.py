@@ -17,6 +17,8 @@ Contract (serving and canary rollouts build on it)
 * **Files** in each model directory: ``model/`` (the trained model without checkpoints or
   TensorBoard logs), ``clean_params.json`` (preprocessing fitted on train),
   ``reference_stats.json`` (training feature/label statistics for drift checks),
+  ``reference_sample.parquet`` (a seeded sample of at most 5,000 cleaned training rows'
+  features plus the model's predictions on them: what live drift checks compare with),
   ``metrics.json`` (the :class:`EvalResult`), ``model_card.md`` and ``report.html``.
 * **Labels** (``stage``, ``project``, ``task``) and **metadata** (metrics, primary metric,
   threshold, data fingerprint, spec hash, run id, feature service, label, classes, features)
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
 Stage = Literal["candidate", "production", "previous", "failed", "archived"]
 STAGES: tuple[str, ...] = get_args(Stage)
 STAGES_FILE = "kubeloop_stages.json"
+REFERENCE_SAMPLE_FILE = "reference_sample.parquet"
 STAGING_DIR = ".staging"  # under $BENTOML_HOME: same filesystem as models/, so rename is atomic
 # Left out of the registered copy of model_dir: training-time artifacts, not needed to serve.
 EXCLUDED_MODEL_FILES = ("checkpoints", "tensorboard")
@@ -334,13 +337,16 @@ def register(
     data_fingerprint: str,
     run_id: str,
     reference_stats: dict[str, Any],
+    reference_sample: pd.DataFrame | None = None,
     report_html: str | None = None,
     stage: str = "candidate",
     data_summary: dict[str, Any] | None = None,
 ) -> str:
     """Save a gated model into the store, atomically; returns its tag ``name:version``.
 
-    Refuses (KubeloopError) when the evaluation gate failed. `data_summary` (optional: rows
+    Refuses (KubeloopError) when the evaluation gate failed. `reference_sample` (optional:
+    feature rows + the model's predictions, for drift checks) is stored as
+    ``reference_sample.parquet``. `data_summary` (optional: rows
     per split, audit counts) only feeds the model card.
     """
     from bentoml._internal.models.model import ModelStore
@@ -387,6 +393,8 @@ def register(
             _copy_model_dir(Path(model_dir), root / "model")
             shutil.copyfile(clean_params_path, root / "clean_params.json")
             (root / "reference_stats.json").write_text(json.dumps(reference_stats, indent=2))
+            if reference_sample is not None:
+                reference_sample.to_parquet(root / REFERENCE_SAMPLE_FILE, index=False)
             (root / "metrics.json").write_text(eval_result.model_dump_json(indent=2))
             if report_html is not None:
                 shutil.copyfile(report_html, root / "report.html")
@@ -445,6 +453,19 @@ class RegisteredModel:
     def threshold(self) -> float | None:
         t = self.info.metadata.get("threshold")
         return None if t is None else float(t)
+
+    @property
+    def reference_sample_path(self) -> Path | None:
+        """``reference_sample.parquet`` of this model; None for a model registered without one."""
+        path = Path(self.info.path) / REFERENCE_SAMPLE_FILE
+        return path if path.is_file() else None
+
+    def reference_sample(self) -> pd.DataFrame | None:
+        """The stored reference sample (features + predictions), read now; None if absent."""
+        import pandas as pd
+
+        path = self.reference_sample_path
+        return None if path is None else pd.read_parquet(path)
 
     def predict(self, raw_df: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.features if c not in raw_df.columns]

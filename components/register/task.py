@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from kubeloop.components.core.spec import Spec
+    import pandas as pd
+
+    from kubeloop.components.core.spec import ResolvedTask, Spec
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,13 @@ def run(
         )
         return None
     train = read_table(train_path, what="register: train frame")
-    stats = reference_stats(train, feature_kinds(train, spec))
+    kinds = feature_kinds(train, spec)
+    stats = reference_stats(train, kinds)
     if spec.data.label in train.columns:
         stats["label"] = label_stats(train[spec.data.label], result.task)
+    sample = predicted_reference_sample(
+        train, list(kinds), model_dir, result.task, result.threshold, seed=spec.train.seed
+    )
     return registry.register(
         spec,
         model_dir=model_dir,
@@ -51,12 +57,47 @@ def run(
         data_fingerprint=data_fingerprint,
         run_id=run_id,
         reference_stats=stats,
+        reference_sample=sample,
         report_html=report_html,
         data_summary={
             "rows": {"train": len(train), "validation": result.n_val, "test": result.n_test},
             "audit": audit or {},
         },
     )
+
+
+def predicted_reference_sample(
+    train: pd.DataFrame,
+    features: list[str],
+    model_dir: str,
+    task: str,
+    threshold: float | None,
+    *,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A seeded sample of the (cleaned) train rows' features plus the model's predictions on
+    them, in the form live traffic reaches drift checks: the class as ``str(label)`` (what the
+    served ``Prediction.prediction`` prints as) and P(positive class) for binary models, or the
+    value for regression."""
+    import numpy as np
+
+    from kubeloop.components.core.decision import predict_classes
+    from kubeloop.components.core.stats import PREDICTION_COLUMN, SCORE_COLUMN, reference_sample
+    from kubeloop.components.register.registry import load_predictor
+
+    sample = reference_sample(train, features, seed=seed)
+    predictor = load_predictor(model_dir)
+    out = np.asarray(predictor.predict(sample[list(predictor.features)]), dtype=float)
+    if task == "regression":
+        sample[PREDICTION_COLUMN] = out.reshape(-1)
+        return sample
+    resolved = cast("ResolvedTask", task)
+    picked = predict_classes(out, resolved, threshold if task == "binary" else None)
+    classes = [str(c) for c in predictor.classes]
+    sample[PREDICTION_COLUMN] = [classes[k] for k in picked.tolist()]
+    if task == "binary":
+        sample[SCORE_COLUMN] = out[:, 1]
+    return sample
 
 
 def load_audit(ingest_audit: str | None, clean_audit: str | None) -> dict[str, int]:
