@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kubeloop.components.core.spec import ResolvedTask, Spec
+    from kubeloop.components.register.registry import Predictor, PredictorLoader
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,13 @@ def run(
     report_html: str | None = None,
     *,
     audit: dict[str, Any] | None = None,
+    predictor_loader: PredictorLoader | None = None,
 ) -> str | None:
     """The registered tag, or None (nothing registered) when the evaluation gate failed.
 
     `audit`: counts of what ingest and clean changed (see :func:`load_audit`); the model
-    card lists them as known data issues."""
+    card lists them as known data issues. `predictor_loader` loads the trained model to
+    predict the reference sample (default: the real ``TabularPredictor`` loader)."""
     from kubeloop.components.core.io import read_table
     from kubeloop.components.core.schema import feature_kinds
     from kubeloop.components.core.stats import label_stats, reference_stats
@@ -47,7 +50,12 @@ def run(
     if spec.data.label in train.columns:
         stats["label"] = label_stats(train[spec.data.label], result.task)
     sample = predicted_reference_sample(
-        train, list(kinds), model_dir, result.task, result.threshold, seed=spec.train.seed
+        train,
+        list(kinds),
+        (predictor_loader or registry.load_predictor)(model_dir),
+        result.task,
+        result.threshold,
+        seed=spec.train.seed,
     )
     return registry.register(
         spec,
@@ -69,7 +77,7 @@ def run(
 def predicted_reference_sample(
     train: pd.DataFrame,
     features: list[str],
-    model_dir: str,
+    predictor: Predictor,
     task: str,
     threshold: float | None,
     *,
@@ -83,10 +91,8 @@ def predicted_reference_sample(
 
     from kubeloop.components.core.decision import predict_classes
     from kubeloop.components.core.stats import PREDICTION_COLUMN, SCORE_COLUMN, reference_sample
-    from kubeloop.components.register.registry import load_predictor
 
     sample = reference_sample(train, features, seed=seed)
-    predictor = load_predictor(model_dir)
     out = np.asarray(predictor.predict(sample[list(predictor.features)]), dtype=float)
     if task == "regression":
         sample[PREDICTION_COLUMN] = out.reshape(-1)

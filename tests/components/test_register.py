@@ -405,6 +405,7 @@ def test_register_task(tmp_path: Path, home: Path, spec: Any, files: Any) -> Non
         "fp1",
         "run-9",
         files["report"],
+        predictor_loader=fake_predictor_loader,
     )
     assert tag is not None
     info = registry.get(tag)
