@@ -1,5 +1,6 @@
-"""The chart's alert rules under `promtool test rules`: each alert fires on a series that
-breaks it and stays silent on one that does not (thresholds from ci/monitoring-values.yaml)."""
+"""The rendered PrometheusRule under `promtool`: it passes `check rules`, the packaged rules'
+own unit tests (tests/serving/monitoring/rules_test.yaml) pass against the rendered copy, and
+the chart's own alert fires on a series that breaks it and stays silent otherwise."""
 
 from __future__ import annotations
 
@@ -11,200 +12,127 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.chart import CI_DIR, load_values, render
+from tests.k8s.chart import CI_DIR, REPO, load_values, render
 
 pytestmark = pytest.mark.xdist_group("k8s")
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-GATEWAY = 'job="kubeloop-gateway"'
+PACKAGED_TESTS = REPO / "tests" / "serving" / "monitoring" / "rules_test.yaml"
 RUNBOOK = "https://github.com/kubeloop/kubeloop/blob/main/helm/README.md#"
 
 
 @pytest.fixture(scope="module")
-def rules() -> dict[str, Any]:
+def rule_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The PrometheusRule's spec as a plain Prometheus rules file."""
     r = render(load_values(CI_DIR / "monitoring-values.yaml"))
     spec: dict[str, Any] = r.get("PrometheusRule", "kubeloop")["spec"]
-    return spec
+    path = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
 
 
-def _requests(outcome: str, per_minute: int) -> dict[str, str]:
-    labels = f'{GATEWAY},variant="stable",model="churn:1",outcome="{outcome}"'
-    return {
-        "series": f"kubeloop_gateway_requests_total{{{labels}}}",
-        "values": f"0+{per_minute}x30",
-    }
-
-
-def _latency(le: str, per_minute: int) -> dict[str, str]:
-    labels = f'{GATEWAY},variant="stable",model="churn:1",le="{le}"'
-    return {
-        "series": f"kubeloop_gateway_request_latency_seconds_bucket{{{labels}}}",
-        "values": f"0+{per_minute}x30",
-    }
-
-
-def _alert(name: str, eval_time: str, expected: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"eval_time": eval_time, "alertname": name, "exp_alerts": expected}
-
-
-def _cases(rules: dict[str, Any]) -> list[dict[str, Any]]:
-    def annotations(alert: str, description: str) -> dict[str, str]:
-        rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == alert)
-        return {
-            "summary": rule["annotations"]["summary"],
-            "description": description,
-            "runbook_url": RUNBOOK + alert.lower(),
-        }
-
-    error_rate = "KubeloopGatewayHighErrorRate"
-    latency = "KubeloopGatewayHighLatency"
-    dropping = "KubeloopPredictionLogDropping"
-    down = "KubeloopVariantDown"
-    return [
-        {  # 10 % errors > 2 %: fires after `for: 5m`
-            "interval": "1m",
-            "input_series": [_requests("ok", 90), _requests("error", 10)],
-            "alert_rule_test": [
-                _alert(error_rate, "4m", []),  # pending, not firing yet
-                _alert(
-                    error_rate,
-                    "15m",
-                    [
-                        {
-                            "exp_labels": {"severity": "critical", "job": "kubeloop-gateway"},
-                            "exp_annotations": annotations(
-                                error_rate,
-                                "10% of gateway requests failed or found no ready model over the "
-                                "last 5 minutes (job kubeloop-gateway).",
-                            ),
-                        }
-                    ],
-                ),
-            ],
-        },
-        {  # 1 % errors, 1 % invalid input (a 4xx is the caller's fault): silent
-            "interval": "1m",
-            "input_series": [
-                _requests("ok", 98),
-                _requests("error", 1),
-                _requests("invalid", 1),
-            ],
-            "alert_rule_test": [_alert(error_rate, "20m", [])],
-        },
-        {  # every answer between 0.5 s and 1 s: p99 = 0.995 s > 0.5 s
-            "interval": "1m",
-            "input_series": [
-                _latency("0.5", 0),
-                _latency("1", 100),
-                _latency("+Inf", 100),
-            ],
-            "alert_rule_test": [
-                _alert(
-                    latency,
-                    "20m",
-                    [
-                        {
-                            "exp_labels": {"severity": "warning", "job": "kubeloop-gateway"},
-                            "exp_annotations": annotations(
-                                latency,
-                                "p99 latency of answered gateway requests is 995ms over the "
-                                "last 5 minutes.",
-                            ),
-                        }
-                    ],
-                )
-            ],
-        },
-        {  # every answer under 0.1 s: silent
-            "interval": "1m",
-            "input_series": [_latency("0.1", 100), _latency("1", 100), _latency("+Inf", 100)],
-            "alert_rule_test": [_alert(latency, "20m", [])],
-        },
-        {  # dropped records: fires at once; a flat counter: silent
-            "interval": "1m",
-            "input_series": [
-                {
-                    "series": f"kubeloop_gateway_prediction_log_dropped_total{{{GATEWAY}}}",
-                    "values": "0 0 0 0 0 0 0 0 0 0 50 50 50 50 50 50 50 50 50 50 50 50 50 50 50",
-                }
-            ],
-            "alert_rule_test": [
-                _alert(dropping, "9m", []),
-                _alert(
-                    dropping,
-                    "12m",
-                    [
-                        {
-                            "exp_labels": {"severity": "warning", "job": "kubeloop-gateway"},
-                            "exp_annotations": annotations(
-                                dropping,
-                                "Prediction log records were dropped in the last 10 minutes; the "
-                                "writer cannot keep up, so drift checks and label joins miss rows.",
-                            ),
-                        }
-                    ],
-                ),
-                _alert(dropping, "24m", []),
-            ],
-        },
-        {  # the canary target down 10 minutes fires; the stable one up stays silent
-            "interval": "1m",
-            "input_series": [
-                {"series": 'up{job="kubeloop-canary",instance="10.0.0.7:3000"}', "values": "0x15"},
-                {"series": 'up{job="kubeloop-stable",instance="10.0.0.8:3000"}', "values": "1x15"},
-                {"series": 'up{job="other-app",instance="10.0.0.9:3000"}', "values": "0x15"},
-            ],
-            "alert_rule_test": [
-                _alert(
-                    down,
-                    "10m",
-                    [
-                        {
-                            "exp_labels": {
-                                "severity": "critical",
-                                "job": "kubeloop-canary",
-                                "instance": "10.0.0.7:3000",
-                            },
-                            "exp_annotations": annotations(
-                                down,
-                                "kubeloop-canary target 10.0.0.7:3000 has been down for 5 minutes.",
-                            ),
-                        }
-                    ],
-                )
-            ],
-        },
-    ]
-
-
-def test_promtool_checks_and_tests_the_rules(rules: dict[str, Any], tmp_path: Path) -> None:
-    rule_file = tmp_path / "rules.yaml"
-    rule_file.write_text(yaml.safe_dump(rules, sort_keys=False))
-    check = subprocess.run(
-        [PROMTOOL, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
+def _promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PROMTOOL, *map(str, args)], capture_output=True, text=True, check=False, cwd=cwd
     )
-    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_promtool_accepts_the_rendered_rules(rule_file: Path) -> None:
+    out = _promtool("check", "rules", rule_file)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_packaged_rule_tests_pass_on_the_rendered_rules(rule_file: Path, tmp_path: Path) -> None:
+    """Rendering kept every expression and annotation template ({{ $labels }}) intact."""
+    tests = yaml.safe_load(PACKAGED_TESTS.read_text())
+    tests["rule_files"] = [str(rule_file)]
     test_file = tmp_path / "rules_test.yaml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
+    out = _promtool("test", "rules", test_file, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _variant_down_case() -> dict[str, Any]:
+    down = "KubeloopVariantDown"
+    return {
+        "interval": "1m",
+        "input_series": [
+            {"series": 'up{job="kubeloop-canary",instance="10.0.0.7:3000"}', "values": "0x15"},
+            {"series": 'up{job="kubeloop-stable",instance="10.0.0.8:3000"}', "values": "1x15"},
+            {"series": 'up{job="other-app",instance="10.0.0.9:3000"}', "values": "0x15"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "4m", "alertname": down, "exp_alerts": []},  # pending
+            {
+                "eval_time": "10m",
+                "alertname": down,
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "severity": "critical",
+                            "job": "kubeloop-canary",
+                            "instance": "10.0.0.7:3000",
+                        },
+                        "exp_annotations": {
+                            "summary": "A kubeloop model variant cannot be scraped.",
+                            "description": "kubeloop-canary target 10.0.0.7:3000 has been down "
+                            "for 5 minutes.",
+                            "runbook_url": RUNBOOK + down.lower(),
+                        },
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def test_variant_down_fires_for_this_release_only(rule_file: Path, tmp_path: Path) -> None:
+    test_file = tmp_path / "chart_rules_test.yaml"
     test_file.write_text(
         yaml.safe_dump(
-            {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": _cases(rules)},
+            {
+                "rule_files": [str(rule_file)],
+                "evaluation_interval": "1m",
+                "tests": [_variant_down_case()],
+            },
             sort_keys=False,
         )
     )
-    proc = subprocess.run(
-        [PROMTOOL, "test", "rules", str(test_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
+    out = _promtool("test", "rules", test_file, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_readme_alertmanager_route_sends_retrain_alerts_to_the_trigger(tmp_path: Path) -> None:
+    """The helm/README.md snippet, completed with a default receiver, routes `action=retrain`
+    alerts (and only those) to the trigger's webhook."""
+    from kubeloop.serving.monitoring.rules import retrain_alert_names
+
+    text = (REPO / "helm" / "README.md").read_text()
+    start = text.index("```yaml\n", text.index("route them to its webhook")) + 8
+    config = yaml.safe_load(text[start : text.index("```", start)])
+    config["route"]["receiver"] = "default"
+    config["receivers"].append({"name": "default"})
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    amtool = shutil.which("amtool") or "/usr/bin/amtool"
+
+    def route(*labels: str) -> str:
+        out = subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={path}", *labels],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout.strip()
+
+    check = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, text=True, check=False
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_every_alert_has_a_promtool_case(rules: dict[str, Any]) -> None:
-    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
-    tested = {t["alertname"] for case in _cases(rules) for t in case["alert_rule_test"]}
-    fired = {
-        t["alertname"] for case in _cases(rules) for t in case["alert_rule_test"] if t["exp_alerts"]
-    }
-    assert alerts == tested == fired
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert retrain_alert_names()
+    for alert in retrain_alert_names():
+        assert route(f"alertname={alert}", "action=retrain") == "kubeloop-retrain"
+    assert route("alertname=GatewayHighErrorRate", "severity=critical") == "default"
+    trigger_url = config["receivers"][0]["webhook_configs"][0]["url"]
+    assert trigger_url == "http://kubeloop-trigger.kubeloop.svc:9095/alerts"

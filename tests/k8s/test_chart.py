@@ -233,6 +233,7 @@ def test_default_install(renders: dict[str, Rendered]) -> None:
         "kubeloop-stable",
         "kubeloop-canary",
         "kubeloop-controller",
+        "kubeloop-trigger",
         "kubeloop-feast",
     }
     assert ("StatefulSet", "kubeloop-redis") in kinds_names(r.objects)
@@ -251,6 +252,11 @@ def test_default_install(renders: dict[str, Rendered]) -> None:
         "kubeloop.serving.variant:ModelVariant",
     ]
     assert commands["kubeloop-controller"][:3] == ["kubeloop", "rollout", "controller"]
+    assert commands["kubeloop-trigger"][:3] == ["kubeloop", "trigger", "serve"]
+    assert commands["kubeloop-trigger"][-2:] == [
+        "--kfp-host",
+        "http://ml-pipeline.kubeflow.svc.cluster.local:8888",
+    ]
     assert "serve" in commands["kubeloop-feast"]
     tags = {
         n: _env(r.get("Deployment", n))["KUBELOOP_MODEL_TAG"]["value"]
@@ -258,6 +264,8 @@ def test_default_install(renders: dict[str, Rendered]) -> None:
     }
     assert tags == {"kubeloop-stable": "churn:production", "kubeloop-canary": "churn:latest"}
     assert "kubectl -n kubeloop create secret generic kubeloop-admin" in r.notes
+    trigger = r.get("Service", "kubeloop-trigger")  # the README's Alertmanager webhook target
+    assert [p["port"] for p in trigger["spec"]["ports"]] == [9095]
 
 
 def test_bentoml_pods_share_the_store_but_not_their_metrics_files(
@@ -281,9 +289,19 @@ def test_existing_secrets_are_referenced_never_copied(renders: dict[str, Rendere
         "name": "mlops-gateway-admin",
         "key": "token",
     }
-    controller = _env(r.get("Deployment", "kubeloop-controller"))
-    assert controller["KUBELOOP_KFP_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "kfp-api-token"
-    assert controller["KUBELOOP_KFP_HOST"]["value"] == "https://kfp.example.com"
+    trigger = r.get("Deployment", "kubeloop-trigger")
+    token_file = _env(trigger)["KF_PIPELINES_SA_TOKEN_PATH"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in _containers(trigger)[0]["volumeMounts"]}
+    assert token_file == mounts["kfp-token"] + "/token"
+    kfp_volume = next(v for v in pod_spec(trigger)["volumes"] if v["name"] == "kfp-token")  # type: ignore[index]
+    assert kfp_volume["secret"] == {
+        "secretName": "kfp-api-token",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    assert _containers(trigger)[0]["command"][-1] == "https://kfp.example.com"
+    assert "KF_PIPELINES_SA_TOKEN_PATH" not in _env(
+        renders["default"].get("Deployment", "kubeloop-trigger")
+    )
     assert gateway["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kubeloop-redis"
     assert "$(REDIS_PASSWORD)" in gateway["REDIS_CONNECTION_STRING"]["value"]
     assert not any(o["kind"] in ("Secret", "PersistentVolumeClaim") for o in r.objects)
@@ -321,6 +339,16 @@ def test_external_redis_needs_its_secret() -> None:
 
     with pytest.raises(helm.HelmRenderError, match=r"feast\.onlineStore\.existingSecret"):
         render({"redis": {"enabled": False}})
+
+
+def test_trigger_needs_a_kfp_host() -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmRenderError, match=r"kfp\.host is required"):
+        render({"kfp": {"host": ""}})
+    assert ("Deployment", "kubeloop-trigger") not in kinds_names(
+        render({"kfp": {"host": ""}, "trigger": {"enabled": False}}).objects
+    )
 
 
 def test_autoscaling_and_pdb_switches(renders: dict[str, Rendered]) -> None:
@@ -394,7 +422,9 @@ def test_only_the_needed_flows_are_open(renders: dict[str, Rendered]) -> None:
     assert _allowed_ports(p["kubeloop-variants"], "ingress") == {3000}
     assert p["kubeloop-variants"]["spec"]["policyTypes"] == ["Ingress"]  # egress: default deny
     assert "ingress" not in p["kubeloop-controller"]["spec"]
-    assert _allowed_ports(p["kubeloop-controller"], "egress") == {3000, 9090, 8888, 53}
+    assert _allowed_ports(p["kubeloop-controller"], "egress") == {3000, 9090, 53}
+    assert _allowed_ports(p["kubeloop-trigger"], "ingress") == {9095}
+    assert _allowed_ports(p["kubeloop-trigger"], "egress") == {8888, 3000, 53}
     assert _allowed_ports(p["kubeloop-redis"], "ingress") == {6379}
     assert _allowed_ports(p["kubeloop-feast"], "ingress") == {6566, 8000}
     variant_peers = p["kubeloop-variants"]["spec"]["ingress"][0]["from"]
@@ -435,11 +465,20 @@ def test_every_alert_is_complete(renders: dict[str, Rendered]) -> None:
         assert {"summary", "description", "runbook_url"} <= set(a["annotations"]), a["alert"]
         anchor = a["annotations"]["runbook_url"].rsplit("#", 1)[1]
         assert anchor == a["alert"].lower()
+    ours = [a for a in alerts if "/helm/README.md#" in a["annotations"]["runbook_url"]]
+    assert ours, "the chart's own alerts link to helm/README.md"
     readme = (CHART_DIR.parent / "README.md").read_text().lower()
-    missing = [a["alert"] for a in alerts if f"### {a['alert'].lower()}" not in readme]
-    assert missing == [], "every alert needs a runbook section in helm/README.md"
-    error_rate = next(a for a in alerts if a["alert"] == "KubeloopGatewayHighErrorRate")
-    assert "> 0.02" in error_rate["expr"]  # the threshold from values
+    missing = [a["alert"] for a in ours if f"### {a['alert'].lower()}" not in readme]
+    assert missing == [], "every chart alert needs a runbook section in helm/README.md"
+
+
+def test_the_packaged_rules_are_rendered_unchanged(renders: dict[str, Rendered]) -> None:
+    from kubeloop.serving.monitoring.rules import load_rules
+
+    groups = renders["monitoring"].get("PrometheusRule", "kubeloop")["spec"]["groups"]
+    packaged = load_rules()["groups"]
+    assert groups[: len(packaged)] == packaged
+    assert [g["name"] for g in groups[len(packaged) :]] == ["kubeloop.kubernetes"]
 
 
 # Every metric name serving/metrics.py defines (the one place names live).
@@ -451,15 +490,15 @@ KNOWN_METRICS = {
 
 
 def _metric_names(text: str) -> set[str]:
-    names = set(re.findall(r"\bkubeloop_[a-z_]+", text))
+    names = set(re.findall(r"(?<![a-z_:])kubeloop_[a-z_]+(?![a-z_:])", text))
     return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
 
 
-def test_rules_and_dashboards_use_the_defined_metric_names(renders: dict[str, Rendered]) -> None:
+def test_dashboards_use_the_defined_metric_names(renders: dict[str, Rendered]) -> None:
+    """(The packaged rules' names are checked where they live, tests/serving/monitoring.)"""
     m = renders["monitoring"]
-    rules = json.dumps(m.get("PrometheusRule", "kubeloop")["spec"])
     dashboards = json.dumps([o["data"] for o in m.objects if o["kind"] == "ConfigMap"])
-    used = _metric_names(rules) | _metric_names(dashboards)
+    used = _metric_names(dashboards)
     assert used and used <= KNOWN_METRICS, sorted(used - KNOWN_METRICS)
 
 
@@ -474,3 +513,27 @@ def test_chart_files_exist() -> None:
     for rel in ("Chart.yaml", "values.yaml", "values.schema.json", "templates/_helpers.tpl"):
         assert (CHART_DIR / rel).is_file(), rel
     assert Path(CHART_DIR / "templates" / "NOTES.txt").is_file()
+
+
+# ------------------------------------------------------------------------- README examples
+
+
+def _readme_block(after: str, lang: str = "yaml") -> str:
+    text = (CHART_DIR.parent / "README.md").read_text()
+    start = text.index(f"```{lang}\n", text.index(after)) + len(lang) + 4
+    return text[start : text.index("```", start)]
+
+
+def test_readme_example_values_render_valid_objects() -> None:
+    values = yaml.safe_load(_readme_block("A minimal `my-values.yaml`"))
+    r = render(values)
+    kinds = {o["kind"] for o in r.objects}
+    assert {"ServiceMonitor", "PrometheusRule"} <= kinds
+    assert parse_spec(_spec_of(r)).data.entity == "customer_id"
+    errors = [msg for o in r.objects if (msg := validate(o, KUBE_VERSIONS[-1]))]
+    assert errors == [] and violations(r.objects, PROBE_EXEMPT) == []
+
+
+def test_readme_gpu_values_are_the_gpu_ci_values() -> None:
+    readme = yaml.safe_load(_readme_block("## GPU training values"))
+    assert readme["training"] == load_values(CI_FILES["gpu"])["training"]
