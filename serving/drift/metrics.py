@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Gauge
+    from prometheus_client import CollectorRegistry, Counter, Gauge
 
     from kubeloop.serving.drift.detector import DriftReport
 
@@ -109,14 +109,20 @@ def _remove(metric: Gauge | Counter, *labels: str) -> None:
 @functools.cache
 def drift_metrics() -> DriftMetrics:
     """The process-wide drift metric objects (created on first use)."""
-    from prometheus_client import Counter, Gauge
+    return build_drift_metrics()
 
+
+def build_drift_metrics(registry: CollectorRegistry | None = None) -> DriftMetrics:
+    """Drift metric objects registered in `registry` (default: prometheus_client's)."""
+    from prometheus_client import REGISTRY, Counter, Gauge
+
+    reg = REGISTRY if registry is None else registry
     mode: Literal["livemostrecent"] = "livemostrecent"
     vm = ["variant", "model"]
     vmf = [*vm, "feature"]
 
     def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
-        return Gauge(name, doc, labels, multiprocess_mode=mode)
+        return Gauge(name, doc, labels, multiprocess_mode=mode, registry=reg)
 
     return DriftMetrics(
         score=gauge(
@@ -160,6 +166,7 @@ def drift_metrics() -> DriftMetrics:
             DRIFT_CHECKS_TOTAL.removesuffix("_total"),  # prometheus_client appends it
             "Drift checks run, by outcome status.",
             [*vm, "status"],
+            registry=reg,
         ),
         prediction_psi=gauge(
             PREDICTION_DRIFT_PSI,
