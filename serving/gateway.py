@@ -711,6 +711,36 @@ class Gateway:
         self.close()
 
 
+class JsonOnly:
+    """ASGI middleware: the prediction endpoints take JSON only. Any other declared content
+    type (form, multipart, BentoML's pickle) is a 415 with a JSON body, instead of reaching
+    a BentoML parser that may fail with a 500 on a body it cannot read."""
+
+    PATHS = frozenset({"/predict", "/predict_batch"})
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
+            raw = dict(scope["headers"]).get(b"content-type", b"")
+            media = raw.decode("latin-1").split(";")[0].strip().lower()
+            if media not in ("", "application/json"):
+                resp = JSONResponse(
+                    {
+                        "detail": f"unsupported content type {media!r}: send JSON with "
+                        "`Content-Type: application/json`"
+                    },
+                    status_code=415,
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+Gateway.add_asgi_middleware(JsonOnly)  # type: ignore[attr-defined]  # a bentoml Service
+
+
 def incompatibility(stable: VariantMetadata, canary: VariantMetadata) -> str:
     """What differs between two models that must answer the same requests ("" if nothing)."""
     diffs = []

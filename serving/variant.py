@@ -344,8 +344,12 @@ class ModelVariant:
             valid = loaded.validate(rows)
             await self._inject_faults()
             # Through BentoML's self-proxy (`to_async`), so concurrent requests meet in the
-            # adaptive batching dispatcher of `score`; outside a server it calls `score` directly.
-            predictions: list[Prediction] = await self.to_async.score(valid)  # type: ignore[attr-defined]
+            # adaptive batching dispatcher of `score`; outside a server it calls `score` directly,
+            # and an instance built without BentoML (`ModelVariant.inner(...)`) has no proxy.
+            proxy = getattr(self, "to_async", None)
+            predictions: list[Prediction] = (
+                await proxy.score(valid) if proxy is not None else self.score(valid)
+            )
             outcome = "ok"
             return predictions
         except ServiceUnavailable:

@@ -611,3 +611,37 @@ def test_asgi_admin_flow(client: Any, world: dict[str, Any]) -> None:
     r = client.post("/admin/promote", headers=AUTH)
     assert r.status_code == 409 and "nothing to promote" in r.json()["detail"]
     assert client.get("/admin/nope", headers=AUTH).status_code == 404
+
+
+def test_asgi_non_json_content_type_is_415(client: Any) -> None:
+    for ctype in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/vnd.bentoml+pickle",
+    ):
+        r = client.post("/predict", content=b'{"features": {}}', headers={"content-type": ctype})
+        assert r.status_code == 415 and "application/json" in r.json()["detail"], r.text
+
+
+# ---------------------------------------------------------------------------- fault injection
+
+
+def test_variant_fault_injection(world: dict[str, Any]) -> None:
+    """ModelVariant's drill faults: constant answers, and failing calls."""
+    from kubeloop.serving.variant import Faults, InjectedFault, ModelVariant
+
+    constant = ModelVariant.inner(world["stable"], faults=Faults(constant=True))
+    constant.wait_loaded(60)
+    out = run(constant.predict([{"x": 3.0, "plan": "pro"}, {"x": -3.0, "plan": "basic"}]))
+    assert [p.prediction for p in out] == ["no", "no"]  # the first class, whatever the row
+    assert out[0].probabilities == {"no": 1.0, "yes": 0.0}
+    failing = ModelVariant.inner(world["stable"], faults=Faults(error_rate=1.0))
+    failing.wait_loaded(60)
+    before = sample(m.REQUESTS_TOTAL, model=world["stable"], outcome="error")
+    with pytest.raises(InjectedFault):
+        run(failing.predict([ROW]))
+    assert sample(m.REQUESTS_TOTAL, model=world["stable"], outcome="error") == before + 1
+    regression = ModelVariant.inner(world["reg"], faults=Faults(constant=True))
+    regression.wait_loaded(60)
+    assert [p.prediction for p in run(regression.predict([ROW, ROW]))] == [0.0, 0.0]
+    assert not Faults().active and Faults(delay_ms=5).active
