@@ -1,5 +1,6 @@
-"""A real Alertmanager for tests (Debian's ``/usr/bin/prometheus-alertmanager``), and an
-in-process uvicorn server for ASGI apps that Alertmanager calls back.
+"""A real Alertmanager for tests (Debian's ``/usr/bin/prometheus-alertmanager``), a real
+Prometheus started with a given config file (the generated one), and an in-process uvicorn
+server for ASGI apps that Alertmanager calls back.
 
     with AlertmanagerServer(tmp_path, config_path) as am:
         am.post_alerts([{"labels": {"alertname": "X"}}])
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -34,12 +35,16 @@ def free_port() -> int:
         return port
 
 
-class AlertmanagerServer:
+class _ServerProcess:
+    """One server process on a free 127.0.0.1 port with its data in `folder`; ready when
+    ``GET /-/ready`` answers 200; killed on exit."""
+
+    binary = ""
+    package = ""
+
     def __init__(self, folder: Path, config_path: Path) -> None:
-        if shutil.which(ALERTMANAGER_BIN) is None:
-            raise RuntimeError(
-                f"{ALERTMANAGER_BIN} is missing: apt-get install -y prometheus-alertmanager"
-            )
+        if shutil.which(self.binary) is None:
+            raise RuntimeError(f"{self.binary} is missing: apt-get install -y {self.package}")
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config_path = config_path
@@ -47,25 +52,19 @@ class AlertmanagerServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AlertmanagerServer:
-        log = open(self.folder / "alertmanager.log", "wb")  # noqa: SIM115 (the process keeps it)
+    def args(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        log = open(self.folder / "server.log", "wb")  # noqa: SIM115 (the process keeps it)
         self.proc = subprocess.Popen(
-            [
-                ALERTMANAGER_BIN,
-                f"--config.file={self.config_path}",
-                f"--storage.path={self.folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [self.binary, *self.args()], stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited at start-up: {self.log_tail()}")
+                raise RuntimeError(f"{self.binary} exited at start-up: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
                     return self
@@ -73,7 +72,7 @@ class AlertmanagerServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"alertmanager not ready after {START_TIMEOUT_S} s: {self.log_tail()}")
+        raise RuntimeError(f"{self.binary} not ready after {START_TIMEOUT_S} s: {self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -81,10 +80,10 @@ class AlertmanagerServer:
             self.proc.wait(timeout=10)
 
     def log_tail(self, chars: int = 2000) -> str:
-        path = self.folder / "alertmanager.log"
+        path = self.folder / "server.log"
         return path.read_text(errors="replace")[-chars:] if path.is_file() else ""
 
-    def __enter__(self) -> AlertmanagerServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -95,6 +94,42 @@ class AlertmanagerServer:
     ) -> None:
         self.stop()
 
+    def get(self, path: str, **params: str) -> Any:
+        reply = httpx.get(f"{self.url}{path}", params=params, timeout=10.0)
+        reply.raise_for_status()
+        return reply.json()
+
+
+class PrometheusServer(_ServerProcess):
+    """Prometheus with a given config file (e.g. the generated ``prometheus.yml``)."""
+
+    binary = "/usr/bin/prometheus"
+    package = "prometheus"
+
+    def args(self) -> list[str]:
+        return [
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+
+
+class AlertmanagerServer(_ServerProcess):
+    """Alertmanager with a given config, HA clustering off (it binds 0.0.0.0:9094 else)."""
+
+    binary = ALERTMANAGER_BIN
+    package = "prometheus-alertmanager"
+
+    def args(self) -> list[str]:
+        return [
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+
     def post_alerts(self, alerts: Sequence[dict[str, Any]]) -> None:
         """POST /api/v2/alerts, as Prometheus does (startsAt defaults to now)."""
         now = datetime.now(UTC).isoformat()
@@ -103,9 +138,7 @@ class AlertmanagerServer:
         reply.raise_for_status()
 
     def alerts(self) -> list[dict[str, Any]]:
-        reply = httpx.get(f"{self.url}/api/v2/alerts", timeout=10.0)
-        reply.raise_for_status()
-        result: list[dict[str, Any]] = reply.json()
+        result: list[dict[str, Any]] = self.get("/api/v2/alerts")
         return result
 
 
