@@ -156,8 +156,16 @@ class RemoteBackend:
     """A ``ModelVariant`` service by URL: its /metadata says what it serves, /predict scores."""
 
     def __init__(
-        self, url: str, max_rows: int, *, expect: str | None = None, timeout: float = 30.0
+        self,
+        url: str,
+        max_rows: int,
+        *,
+        expect: str | None = None,
+        timeout: float = 30.0,
+        deadline_s: float = 600.0,
     ) -> None:
+        """`expect`: the tag (or ``name:stage``) the service must serve; `deadline_s`: how
+        long to wait for its /metadata before giving up (not ready, not alive)."""
         self.requested = expect or url
         self.url = url
         self.expect = expect
@@ -167,9 +175,9 @@ class RemoteBackend:
         self._validator: RowValidator | None = None
         self._clients: dict[int, Any] = {}  # one async client per event loop
         self._state = _Readiness(f"variant service {url}")
-        self._state.start(self._poll_metadata)
+        self._state.start(lambda: self._poll_metadata(deadline_s))
 
-    def _poll_metadata(self, deadline_s: float = 600.0) -> None:
+    def _poll_metadata(self, deadline_s: float) -> None:
         """Until the service answers /metadata (it is 503 while its model loads)."""
         import httpx
 

@@ -28,9 +28,10 @@ request id (``request_id`` in the body, else the ``x-request-id`` header, else a
 Shadow traffic (``serve.shadow_percent`` of stable rows) is also scored by the canary off the
 request path, measured and logged as variant ``shadow``, and never returned.
 
-Errors: 400 for a malformed body (``detail[].loc`` names the field, e.g.
+Errors (always a JSON body): 400 for a malformed body (``detail[].loc`` names the field, e.g.
 ``["features", "x"]`` or ``["rows", 2, "plan"]``), 404 with ``unknown_entity_ids`` for ids
-the online store does not know, 503 while no stable model is ready, 502 when a variant fails.
+the online store does not know, 415 for a content type other than JSON, 503 while no stable
+model is ready, 502 when a variant (or the online store) fails.
 
 Promotion: embedded, the canary's model simply becomes the stable slot's. Remote, the gateway
 cannot redeploy the stable service: promote sends 100 % of traffic to the canary service with
@@ -249,13 +250,16 @@ class Gateway:
             return stable_tag, persisted.canary, persisted.weight, persisted.phase
         return stable_tag, None, 0.0, persisted.phase
 
-    def _backend(self, slot: Slot, tag: str | None) -> VariantBackend:
+    def _backend(self, slot: Slot, tag: str | None, admin_call: bool = False) -> VariantBackend:
         max_rows = self.serve.max_rows
         url = self.serve.stable_url if slot == "stable" else self.serve.canary_url
         if self.remote:
             if not url:
                 raise AdminError(409, "remote mode: serve.canary_url is not set, no canary")
-            return RemoteBackend(url, max_rows, expect=tag)
+            # An admin call waits for the answer: a service that is down fails it in a minute.
+            return RemoteBackend(
+                url, max_rows, expect=tag, deadline_s=60.0 if admin_call else 600.0
+            )
         assert tag is not None
         backend = LocalBackend(tag, max_rows, loader=self._loader)
         backend.batch = self._batcher(slot)
@@ -648,7 +652,7 @@ class Gateway:
             stable = self._ready("stable")
             if stable is None:
                 raise AdminError(503, "no stable model is ready yet; retry once /readyz is 200")
-            backend = self._backend("canary", model)
+            backend = self._backend("canary", model, admin_call=True)
             try:
                 meta = await asyncio.to_thread(backend.wait, LOAD_TIMEOUT_S)
             except KubeloopError as err:
@@ -703,7 +707,7 @@ class Gateway:
             return self._set_state(canary=None, weight=0.0, phase="rolled_back")
 
     def close(self) -> None:
-        """Flush and stop the prediction log (tests; BentoML calls __del__-less shutdown)."""
+        """Write what the prediction log holds and stop its writer."""
         self._log.close()
 
     @bentoml.on_shutdown

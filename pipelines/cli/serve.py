@@ -113,13 +113,17 @@ def serve_command(
         ),
     ] = False,
 ) -> None:
-    """Serve predictions: the gateway (POST /predict, /predict_batch) routes each row to the
-    stable or the canary model by a sticky hash of its entity or request id.
+    """Serve predictions through the gateway (POST /predict and /predict_batch).
 
-    The models run inside the gateway unless serve.stable_url / serve.canary_url name variant
-    services (or --remote starts them here). Canary weights, promotion and rollback go
-    through the admin API under /admin, with the bearer token held in the environment
-    variable named by serve.admin_token_env (default KUBELOOP_ADMIN_TOKEN).
+    Each row goes to the stable or the canary model by a sticky hash of its entity or request id.
+
+    Models run in the gateway unless serve.stable_url / serve.canary_url name variant services.
+
+    --remote starts the stable and canary models here as variant services on free ports.
+
+    Weights, promote, rollback: the admin API under /admin, bearer token from the environment.
+
+    The token's variable is serve.admin_token_env (default KUBELOOP_ADMIN_TOKEN).
     """
     _serve(spec, host, port, stable, canary, remote)
 

@@ -361,7 +361,7 @@ def test_regression_model_through_the_gateway(make: Made, world: dict[str, Any])
     lo = predict(g, features={"x": -1.0, "plan": "pro"})
     hi = predict(g, features={"x": 1.0, "plan": "pro"})
     assert isinstance(lo.prediction, float) and lo.probabilities is None
-    assert hi.prediction > lo.prediction  # y = 3x + noise  # type: ignore[operator]
+    assert hi.prediction > lo.prediction  # y = 3x + noise
     assert sample(f"{m.GATEWAY_PREDICTION_VALUE}_count", variant="stable", model=tag) == before + 2
 
 
