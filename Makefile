@@ -7,7 +7,7 @@ ROWS   ?= 20000
 # torch first, pinned to the CPU build that lies on these machines' disk (see README).
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv demo test lint typecheck golden bench clean
+.PHONY: venv demo test lint typecheck golden bench images clean
 
 $(BIN)/kubeloop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ golden: venv
 bench: venv
 	$(BIN)/python tests/benchmarks/bench_pipeline.py
 	$(BIN)/python tests/benchmarks/bench_train.py
+
+# The component and serving images, offline (k8s/images/README.md): needs a running Docker
+# daemon (`dockerd >/tmp/dockerd.log 2>&1 &`); BASE_IMAGE, TORCH_INDEX_URL, VARIANT pass through.
+images: venv
+	PYTHON=$(CURDIR)/$(BIN)/python k8s/images/build.sh
 
 clean:
 	rm -rf build $(DEMO) .kubeloop .mypy_cache .ruff_cache .pytest_cache
