@@ -106,9 +106,7 @@ class LocalPipelineRunner:
     def run(self, run_id: str) -> RunResult:
         store, base = self._paths(self._spec(), run_id)
         with base.with_suffix(".log").open("wb") as log:
-            proc = subprocess.Popen(
-                self.command(run_id), stdout=log, stderr=subprocess.STDOUT, cwd=Path.cwd()
-            )
+            proc = subprocess.Popen(self.command(run_id), stdout=log, stderr=subprocess.STDOUT)
             base.with_suffix(".pid").write_text(str(proc.pid))
             code = proc.wait()
         found = result_from_record(store, run_id)

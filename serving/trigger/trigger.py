@@ -31,6 +31,7 @@ from kubeloop.serving.trigger.metrics import (
 )
 from kubeloop.serving.trigger.runners import PipelineRunner, RunResult
 from kubeloop.serving.trigger.state import (
+    DAY_S,
     RetrainRequest,
     StateStore,
     TriggerState,
@@ -280,7 +281,7 @@ class RetrainTrigger:
             return {
                 "enabled": policy.enabled,
                 "cooldown_left_s": max(0.0, policy.cooldown_s - (now - last)) if last else 0.0,
-                "budget_left": max(0, policy.daily_budget - self.state.accepted_since(now - 86400)),
+                "budget_left": max(0, policy.daily_budget - self.state.accepted_since(now - DAY_S)),
                 "pending": [r.model_dump(mode="json") for r in self.state.pending()],
                 "recent": [r.model_dump(mode="json") for r in self.state.requests[-10:]],
             }
