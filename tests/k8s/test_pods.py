@@ -1,0 +1,165 @@
+"""The chart's pods, run in Docker with their rendered settings (podrun.py): the stable and
+canary variants and the gateway in remote mode start on the real serving image under the
+restricted security context (read-only root, uid 10001, no capabilities), pass their
+readiness probes, and the gateway answers /predict through the variant Services by name.
+
+The serving image is built first with k8s/images/build.sh (layers and wheels cached; only the
+project wheel is rebuilt), so the pods run the code of this checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubeloop.serving import metrics
+from tests.k8s.chart import REPO, Rendered, render
+from tests.k8s.podrun import Pod, PodRunner, start_dockerd
+
+pytestmark = pytest.mark.xdist_group("docker")
+
+TOKEN = "pod-test-admin-token"
+VALUES = {
+    # No Redis image can be pulled here, and the trigger needs a KFP host: the serving path
+    # (gateway -> stable | canary) is what runs.
+    "feast": {"enabled": False},
+    "redis": {"enabled": False},
+    "trigger": {"enabled": False},
+    "controller": {"enabled": False},
+}
+
+
+@pytest.fixture(scope="module")
+def dockerd() -> Iterator[None]:
+    started = start_dockerd()
+    yield
+    if started is not None:
+        started.terminate()
+        started.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> Rendered:
+    return render(VALUES)
+
+
+@pytest.fixture(scope="module")
+def image(dockerd: None, rendered: Rendered) -> str:
+    """The chart's serving image, built from this checkout."""
+    gateway = rendered.get("Deployment", "kubeloop-gateway")
+    image = str(gateway["spec"]["template"]["spec"]["containers"][0]["image"])
+    proc = subprocess.run(
+        ["bash", str(REPO / "k8s" / "images" / "build.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+    )
+    return image
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The model-store claim's contents: a registered model staged `production`, owned by the
+    pods' user as fsGroup would make it."""
+    from kubeloop.components.register import registry
+    from tests.tiny_model import train_and_register
+
+    root = tmp_path_factory.mktemp("claim")
+    work = tmp_path_factory.mktemp("train")
+    previous = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(root / "bentoml")
+    try:
+        tag = train_and_register(work)
+        registry.set_stage(tag, "production")
+    finally:
+        if previous is None:
+            del os.environ["BENTOML_HOME"]
+        else:
+            os.environ["BENTOML_HOME"] = previous
+    subprocess.run(["chown", "-R", "10001:10001", str(root)], check=True)
+    return root, tag
+
+
+@pytest.fixture(scope="module")
+def pods(
+    image: str,
+    rendered: Rendered,
+    store: tuple[Path, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PodRunner, dict[str, object]]]:
+    claim, _ = store
+    spec_dir = tmp_path_factory.mktemp("spec")
+    spec_dir.chmod(0o755)
+    for key, text in rendered.get("ConfigMap", "kubeloop-spec")["data"].items():
+        (spec_dir / key).write_text(text)
+        (spec_dir / key).chmod(0o644)  # a ConfigMap volume's defaultMode
+    runner = PodRunner(
+        network=f"kubeloop-pods-{uuid.uuid4().hex[:8]}",
+        claims={"kubeloop-model-store": claim},
+        config_maps={"kubeloop-spec": spec_dir},
+        secrets={("kubeloop-admin", "admin-token"): TOKEN},
+    )
+    started: dict[str, Pod] = {}
+    try:
+        # Each Deployment is reachable under its Service's name, as in the namespace.
+        names = ("kubeloop-stable", "kubeloop-canary", "kubeloop-gateway")
+        for name in names:
+            started[name] = runner.run(rendered.get("Deployment", name), alias=name)
+        for name in names:
+            runner.wait_ready(started[name], rendered.get("Deployment", name))
+        yield started
+    finally:
+        runner.close()
+
+
+def test_variants_and_gateway_become_ready(pods: dict[str, Pod]) -> None:
+    assert set(pods) == {"kubeloop-stable", "kubeloop-canary", "kubeloop-gateway"}
+
+
+def test_gateway_predicts_through_the_stable_service(
+    pods: dict[str, Pod], store: tuple[Path, str]
+) -> None:
+    gateway = pods["kubeloop-gateway"]
+    row = {"features": {"x": 1.5, "plan": "pro"}}
+    r = httpx.post(gateway.url("/predict"), json=row, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["variant"] == "stable" and body["model"] == store[1]
+    status = httpx.get(
+        gateway.url("/admin/status"), headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    ).json()
+    assert status["stable"] == {"model": store[1], "ready": True, "error": None}
+    scraped = httpx.get(gateway.url("/metrics"), timeout=10).text
+    assert f"{metrics.GATEWAY_REQUESTS_TOTAL}{{" in scraped
+
+
+def test_canary_through_the_admin_api_and_the_canary_service(
+    pods: dict[str, Pod], store: tuple[Path, str]
+) -> None:
+    """The canary Service serves `<name>:latest` (the same model here); at 100 % every row
+    goes there, and the routing state lands on the shared claim (spec workdir)."""
+    claim, tag = store
+    gateway = pods["kubeloop-gateway"]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(gateway.url("/admin/canary"), json={"model": tag}, headers=auth, timeout=60)
+    assert r.status_code == 200, r.text
+    r = httpx.post(gateway.url("/admin/weights"), json={"canary": 100}, headers=auth, timeout=10)
+    assert r.status_code == 200, r.text
+    body = httpx.post(
+        gateway.url("/predict"), json={"features": {"x": -1.0, "plan": "basic"}}, timeout=30
+    ).json()
+    assert body["variant"] == "canary" and body["model"] == tag
+    state = claim / "work" / "rollouts" / "gateway.json"
+    assert state.is_file()
+    assert httpx.post(gateway.url("/admin/rollback"), headers=auth, timeout=10).status_code == 200
