@@ -301,3 +301,26 @@ def test_each_trigger_has_its_own_registry(harness: Harness) -> None:
     shared = CollectorRegistry()
     RetrainTrigger(harness.spec, harness.runner, registry=shared, model_age=False)
     assert shared.get_sample_value("kubeloop_retrain_runs_pending") == 0
+
+
+def test_default_rollout_hook_reports_why_the_canary_did_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook calls the real canary controller; here no gateway admin token is set, so
+    the rollout cannot start and the decision record carries the controller's message."""
+    from kubeloop.serving.trigger.rollout_hook import default_rollout_starter
+
+    spec = make_spec(tmp_path)
+    monkeypatch.delenv(spec.serve.admin_token_env, raising=False)
+    starter = default_rollout_starter()
+    assert starter is not None
+    trigger = RetrainTrigger(spec, RecordingRunner(), rollout=starter, model_age=False)
+    trigger.start()
+    try:
+        _, request_id = trigger.notify(webhook(alert()))
+        assert trigger.wait_idle(WAIT_S)
+        decision = json.loads((trigger.decisions / f"{request_id}.json").read_text())
+        assert decision["outcome"] == "rollout_failed"
+        assert spec.serve.admin_token_env in decision["reason"]
+    finally:
+        trigger.stop(5)
