@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kubeloop.components.core.errors import KubeloopError
+from kubeloop.components.core.image import PLATFORM_IMAGE
 from kubeloop.components.core.spec import Spec
 from kubeloop.components.tracking.steps import read_events
 
@@ -196,7 +198,8 @@ def run_local(
     console: Any = None,
     runner: Any = None,
 ) -> RunSummary:
-    """Run the pipeline with kfp.local (SubprocessRunner in this venv by default)."""
+    """Run the pipeline with kfp.local (SubprocessRunner in this venv by default; pass
+    `docker_runner(spec)` to run every component in the component image)."""
     from kfp import local
     from rich.console import Console
 
@@ -248,6 +251,11 @@ def run_local(
     return summary
 
 
+def _trial_threads(spec: Spec) -> int:
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, spec.tune.parallelism))
+
+
 @contextlib.contextmanager
 def _threads_per_trial(spec: Spec) -> Iterator[None]:
     """Share the cores between parallel tuning trials instead of oversubscribing them.
@@ -260,8 +268,7 @@ def _threads_per_trial(spec: Spec) -> Iterator[None]:
     if TRIAL_THREADS_ENV in os.environ:
         yield
         return
-    cores = len(os.sched_getaffinity(0))
-    os.environ[TRIAL_THREADS_ENV] = str(max(1, cores // max(1, spec.tune.parallelism)))
+    os.environ[TRIAL_THREADS_ENV] = str(_trial_threads(spec))
     try:
         yield
     finally:
@@ -273,3 +280,78 @@ def _copy_as_html(src: str | None, dst: Path) -> str | None:
         return src
     shutil.copyfile(src, dst)
     return str(dst)
+
+
+def docker_runner(spec: Spec, image: str = PLATFORM_IMAGE, client: Any = None) -> Any:
+    """A kfp.local DockerRunner that runs the components in the locally built `image`.
+
+    The image must already be in the local Docker (`make images`): kfp.local would
+    otherwise try to pull it. Every host path the spec names (workdir, data, validation
+    reference, Feast store config, Optuna journal) and the model store are bind-mounted
+    at the same absolute path, so the spec JSON means the same inside the container.
+    Containers run as the calling user (files they write stay the caller's) on the host
+    network (a Prometheus or feature store on localhost stays reachable).
+    `client`: a docker SDK client (default: `docker.from_env()`).
+    """
+    try:
+        import docker
+        from docker.types import Mount
+    except ImportError:
+        raise KubeloopError(
+            "--docker needs the `docker` Python package: pip install docker"
+        ) from None
+    from kfp import local
+
+    from kubeloop.components.register.registry import store_home
+
+    try:
+        client = client or docker.from_env()
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise KubeloopError(
+            f"image {image} is not in the local Docker: build it with `make images`"
+        ) from None
+    except docker.errors.DockerException as err:
+        raise KubeloopError(
+            f"no Docker daemon answers ({err}); start one, e.g. "
+            "`dockerd >/tmp/dockerd.log 2>&1 &` as root"
+        ) from None
+    home = store_home()
+    mounts = [
+        Mount(target=str(p), source=str(p), type="bind")
+        for p in container_mounts(spec, bentoml_home=home)
+    ]
+    return local.DockerRunner(
+        mounts=mounts,
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="host",
+        environment={
+            "BENTOML_HOME": str(home),
+            TRIAL_THREADS_ENV: str(_trial_threads(spec)),
+            "HOME": "/tmp",  # the calling user has no home in the image
+        },
+    )
+
+
+def container_mounts(spec: Spec, *, bentoml_home: Path) -> list[Path]:
+    """Host folders a containerized run needs: the outermost of the spec's local paths'
+    folders and the model store, created if missing (Docker needs the source to exist)."""
+    workdir = Path(spec.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = [
+        spec.data.source,
+        spec.validation.reference,
+        spec.features.store_yaml,
+        spec.tune.storage,
+    ]
+    folders = {workdir, bentoml_home.resolve()}
+    for f in files:
+        if f and "://" not in f:
+            folders.add(Path(f).resolve().parent)
+    # Nested bind mounts of the same tree are redundant (and a duplicate target is an error).
+    ordered = sorted(folders, key=lambda p: len(p.parts))
+    outermost: list[Path] = []
+    for p in ordered:
+        if not any(p.is_relative_to(o) for o in outermost):
+            outermost.append(p)
+    return sorted(outermost)

@@ -177,11 +177,21 @@ def pipeline_run(
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    docker: Annotated[
+        bool,
+        typer.Option(
+            "--docker",
+            help="Run every component in the locally built component image "
+            "(kfp.local DockerRunner; build it with `make images`, needs a Docker daemon).",
+        ),
+    ] = False,
 ) -> None:
     """Run the training pipeline locally through kfp.local (or submit it with --host)."""
     from kubeloop.components.core.spec import load_spec
-    from kubeloop.pipelines.local import new_run_id, run_local
+    from kubeloop.pipelines.local import docker_runner, new_run_id, run_local
 
+    if host and docker:
+        raise KubeloopError("--host and --docker: choose one (--docker runs on this machine)")
     if host:
         from kubeloop.pipelines.submit import submit
 
@@ -189,7 +199,9 @@ def pipeline_run(
         kfp_run = submit(loaded, host, run_id or new_run_id(loaded))
         out_console.print(f"submitted run {kfp_run} to {host}")
         return
-    summary = run_local(load_spec(spec), run_id=run_id)
+    loaded = load_spec(spec)
+    runner = docker_runner(loaded) if docker else None
+    summary = run_local(loaded, run_id=run_id, runner=runner)
     if as_json:
         print_json(summary.model_dump(mode="json"))
     else:
