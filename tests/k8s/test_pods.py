@@ -92,12 +92,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def pods(
+def runner(
     image: str,
     rendered: Rendered,
     store: tuple[Path, str],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[PodRunner, dict[str, object]]]:
+) -> Iterator[PodRunner]:
+    """One Docker network standing in for the release's namespace; removed at the end."""
     claim, _ = store
     spec_dir = tmp_path_factory.mktemp("spec")
     spec_dir.chmod(0o755)
@@ -110,17 +111,20 @@ def pods(
         config_maps={"kubeloop-spec": spec_dir},
         secrets={("kubeloop-admin", "admin-token"): TOKEN},
     )
-    started: dict[str, Pod] = {}
     try:
-        # Each Deployment is reachable under its Service's name, as in the namespace.
-        names = ("kubeloop-stable", "kubeloop-canary", "kubeloop-gateway")
-        for name in names:
-            started[name] = runner.run(rendered.get("Deployment", name), alias=name)
-        for name in names:
-            runner.wait_ready(started[name], rendered.get("Deployment", name))
-        yield started
+        yield runner
     finally:
         runner.close()
+
+
+@pytest.fixture(scope="module")
+def pods(runner: PodRunner, rendered: Rendered) -> dict[str, Pod]:
+    # Each Deployment is reachable under its Service's name, as in the namespace.
+    names = ("kubeloop-stable", "kubeloop-canary", "kubeloop-gateway")
+    started = {name: runner.run(rendered.get("Deployment", name), alias=name) for name in names}
+    for name in names:
+        runner.wait_ready(started[name], rendered.get("Deployment", name))
+    return started
 
 
 def test_variants_and_gateway_become_ready(pods: dict[str, Pod]) -> None:
@@ -163,3 +167,14 @@ def test_canary_through_the_admin_api_and_the_canary_service(
     state = claim / "work" / "rollouts" / "gateway.json"
     assert state.is_file()
     assert httpx.post(gateway.url("/admin/rollback"), headers=auth, timeout=10).status_code == 200
+
+
+def test_the_helm_test_pod_passes_against_the_gateway(
+    pods: dict[str, Pod], rendered: Rendered, runner: PodRunner
+) -> None:
+    hook = runner.run(rendered.get("Pod", "kubeloop-test"), alias="kubeloop-test")
+    code = subprocess.run(
+        ["docker", "wait", hook.container], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
+    assert code == "0", hook.logs()
+    assert "/readyz 200" in hook.logs()
