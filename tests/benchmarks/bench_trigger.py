@@ -29,7 +29,7 @@ from kubeloop.serving.trigger.webhook import WebhookPayload
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.*` of the repo
 from tests.alertmanager import UvicornThread, free_port
-from tests.serving.trigger.helpers import RecordingRunner, alert, make_spec, payload
+from tests.trigger_fakes import RecordingRunner, alert, make_spec, payload
 
 
 async def storm(url: str, bodies: list[dict[str, object]], concurrency: int) -> list[float]:

@@ -22,7 +22,7 @@ from tests.alertmanager import (
     free_port,
     wait_for,
 )
-from tests.serving.trigger.helpers import RecordingRunner, make_spec, payload
+from tests.trigger_fakes import RecordingRunner, make_spec, payload
 
 pytestmark = pytest.mark.xdist_group("alertmanager")
 WAIT_S = 60.0

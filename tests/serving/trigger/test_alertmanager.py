@@ -19,7 +19,7 @@ from kubeloop.serving.monitoring.config import Timings, write_local_configs
 from kubeloop.serving.trigger.app import create_app
 from kubeloop.serving.trigger.trigger import RetrainTrigger
 from tests.alertmanager import AlertmanagerServer, UvicornThread, free_port, wait_for
-from tests.serving.trigger.helpers import (
+from tests.trigger_fakes import (
     RecordingRollout,
     RecordingRunner,
     alert,

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from kubeloop.serving.trigger.app import MAX_BODY_BYTES, create_app
 from kubeloop.serving.trigger.trigger import RetrainTrigger
-from tests.serving.trigger.helpers import RecordingRunner, alert, make_spec, payload
+from tests.trigger_fakes import RecordingRunner, alert, make_spec, payload
 
 
 @pytest.fixture

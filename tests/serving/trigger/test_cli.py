@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from kubeloop.pipelines.cli.main import app
 from tests.alertmanager import free_port, wait_for
-from tests.serving.trigger.helpers import alert, payload
+from tests.trigger_fakes import alert, payload
 
 pytestmark = pytest.mark.xdist_group("alertmanager")
 cli = CliRunner()

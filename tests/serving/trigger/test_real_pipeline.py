@@ -23,7 +23,7 @@ from kubeloop.serving.trigger.app import create_app
 from kubeloop.serving.trigger.runners import LocalPipelineRunner
 from kubeloop.serving.trigger.trigger import RetrainTrigger
 from tests.alertmanager import AlertmanagerServer, UvicornThread, free_port, wait_for
-from tests.serving.trigger.helpers import RecordingRollout
+from tests.trigger_fakes import RecordingRollout
 
 pytestmark = pytest.mark.xdist_group("trigger-pipeline")
 RUN_WAIT_S = 600.0

@@ -16,7 +16,7 @@ from kubeloop.components.core.errors import KubeloopError
 from kubeloop.serving.trigger.runners import RunResult
 from kubeloop.serving.trigger.state import DAY_S, StateStore
 from kubeloop.serving.trigger.trigger import MAX_ATTEMPTS, RetrainTrigger
-from tests.serving.trigger.helpers import (
+from tests.trigger_fakes import (
     Clock,
     RecordingRollout,
     RecordingRunner,

@@ -1,4 +1,5 @@
-"""Shared pieces of the trigger tests: a spec, webhook payloads, a recording runner."""
+"""Test doubles and builders for the retrain trigger: a spec, Alertmanager webhook payloads,
+a fake clock, a recording pipeline runner and rollout starter."""
 
 from __future__ import annotations
 
