@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
 from kubeloop import __version__
 from kubeloop.components.core.errors import KubeloopError
+from kubeloop.pipelines.cli.batch import compile_batch_scoring, score_command
 from kubeloop.pipelines.cli.common import print_json, user_errors
 from kubeloop.pipelines.cli.models import app as models_app
 from kubeloop.pipelines.cli.predict import predict_command
@@ -27,7 +28,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Demo and sample datasets.", no_args_is_help=True)
 pipeline_app = typer.Typer(
-    help="Compile, run locally, or submit the training pipeline.", no_args_is_help=True
+    help="Compile, run locally, or submit the training and batch-scoring pipelines.",
+    no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
@@ -37,6 +39,7 @@ app.add_typer(trigger_app, name="trigger", help="Retrain trigger (Alertmanager w
 app.add_typer(rollout_app, name="rollout")
 app.command("predict")(predict_command)
 app.command("serve")(serve_command)
+pipeline_app.command("score")(score_command)
 
 out_console = Console()
 
@@ -127,12 +130,18 @@ def pipeline_compile(
     out: Annotated[Path, typer.Option("--out", "-o", help="IR YAML to write.")] = Path(
         "pipeline.yaml"
     ),
+    pipeline: Annotated[
+        Literal["training", "batch-scoring"],
+        typer.Option(help="Which pipeline: the training loop, or batch scoring."),
+    ] = "training",
 ) -> None:
-    """Compile the training pipeline to Kubeflow Pipelines IR YAML."""
+    """Compile a pipeline (the training pipeline by default) to Kubeflow Pipelines IR YAML."""
     from kubeloop.components.core.spec import load_spec
     from kubeloop.pipelines.compile import compile_pipeline
 
-    path = compile_pipeline(load_spec(spec, resolve=False), out)
+    loaded = load_spec(spec, resolve=False)
+    compile_fn = compile_batch_scoring if pipeline == "batch-scoring" else compile_pipeline
+    path = compile_fn(loaded, out)
     out_console.print(f"wrote {path}")
 
 

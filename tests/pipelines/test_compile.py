@@ -7,13 +7,25 @@ from pathlib import Path
 import yaml
 
 from kubeloop.components.core.image import PLATFORM_IMAGE
-from tests.pipelines.golden import GOLDEN_IR, compile_golden
+from tests.pipelines.golden import (
+    GOLDEN_BATCH_IR,
+    GOLDEN_IR,
+    compile_golden,
+    compile_golden_batch,
+)
 
 
 def test_compiled_ir_matches_golden(tmp_path: Path) -> None:
     out = compile_golden(tmp_path / "ir.yaml")
     assert out.read_text() == GOLDEN_IR.read_text(), (
         "compiled IR changed; if intended, run `make golden` and review the diff"
+    )
+
+
+def test_batch_scoring_ir_matches_golden(tmp_path: Path) -> None:
+    out = compile_golden_batch(tmp_path / "batch.yaml")
+    assert out.read_text() == GOLDEN_BATCH_IR.read_text(), (
+        "compiled batch-scoring IR changed; if intended, run `make golden` and review the diff"
     )
 
 
