@@ -27,16 +27,27 @@ def serve_command(
         str | None,
         typer.Option(help="Kubeflow Pipelines endpoint: retrain there instead of here."),
     ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(help="Gateway URL for canary rollouts (default: serve.host:serve.port)."),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(help="Prometheus URL for canary analysis (default: monitor.prometheus_url)."),
+    ] = None,
 ) -> None:
     """Receive Alertmanager webhooks on POST /alerts and start retraining runs.
 
     One run per alert episode (deduped by fingerprint), at most one run at a time, none
     within retrain.cooldown_s of the last and at most retrain.daily_budget a day; state in
     <workdir>/trigger/state.json survives restarts. Point an Alertmanager webhook receiver at
-    http://HOST:PORT/alerts; /metrics serves kubeloop_retrain_* for Prometheus."""
+    http://HOST:PORT/alerts; /metrics serves kubeloop_retrain_* for Prometheus. A model that
+    passes the gate starts a canary rollout (as `kubeloop rollout start --no-wait`); the
+    rollout controller drives it."""
     from kubeloop.serving.trigger.server import build_trigger, serve
 
-    serve(build_trigger(spec, kfp_host=kfp_host), host=host, port=port)
+    trigger = build_trigger(spec, kfp_host=kfp_host, gateway_url=gateway, prometheus_url=prometheus)
+    serve(trigger, host=host, port=port)
 
 
 @app.command("status")

@@ -13,16 +13,26 @@ from kubeloop.serving.trigger.trigger import RetrainTrigger
 DEFAULT_PORT = 9095
 
 
-def build_trigger(spec_path: str | Path, *, kfp_host: str | None = None) -> RetrainTrigger:
+def build_trigger(
+    spec_path: str | Path,
+    *,
+    kfp_host: str | None = None,
+    gateway_url: str | None = None,
+    prometheus_url: str | None = None,
+) -> RetrainTrigger:
     """The trigger for `spec_path`: runs retraining here through kfp.local (the runner of
-    ``kubeloop pipeline run``), or on the Kubeflow Pipelines host `kfp_host`."""
+    ``kubeloop pipeline run``), or on the Kubeflow Pipelines host `kfp_host`; a passed gate
+    starts a canary through the gateway at `gateway_url` (default: the spec's serve address)
+    analysed by Prometheus at `prometheus_url` (default: ``monitor.prometheus_url``)."""
     spec = load_spec(spec_path)
     runner = (
         KfpPipelineRunner(load_spec(spec_path, resolve=False), kfp_host)
         if kfp_host
         else LocalPipelineRunner(spec_path)
     )
-    return RetrainTrigger(spec, runner, rollout=default_rollout_starter())
+    return RetrainTrigger(
+        spec, runner, rollout=default_rollout_starter(gateway_url, prometheus_url)
+    )
 
 
 def serve(trigger: RetrainTrigger, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:

@@ -36,7 +36,9 @@ def test_help_lists_the_commands() -> None:
     assert out.exit_code == 0
     assert "serve" in out.output and "status" in out.output
     serve_help = cli.invoke(app, ["trigger", "serve", "--help"])
-    assert "/alerts" in serve_help.output and "--kfp-host" in serve_help.output
+    assert "/alerts" in serve_help.output
+    for option in ("--kfp-host", "--gateway", "--prometheus"):
+        assert option in serve_help.output
 
 
 def test_status_of_a_fresh_project(spec_path: Path) -> None:
