@@ -163,7 +163,7 @@ def _invalid(
 
 @dataclass
 class _Request:
-    """One routed request: rows, their keys and slots, and what each slot answered."""
+    """One request being routed: its rows (raw), their routing keys and slots."""
 
     request_id: str
     raw_rows: list[dict[str, Any]]
