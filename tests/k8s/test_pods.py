@@ -1,6 +1,6 @@
 """The chart's pods, run in Docker with their rendered settings (podrun.py): the stable and
-canary variants and the gateway in remote mode start on the real serving image under the
-restricted security context (read-only root, uid 10001, no capabilities), pass their
+canary variants, the gateway in remote mode and the retrain trigger start on the real serving
+image under the restricted security context (read-only root, uid 10001, no capabilities), pass their
 readiness probes, and the gateway answers /predict through the variant Services by name.
 
 The serving image is built first with k8s/images/build.sh (layers and wheels cached; only the
@@ -9,6 +9,7 @@ project wheel is rebuilt), so the pods run the code of this checkout.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -26,11 +27,10 @@ pytestmark = pytest.mark.xdist_group("docker")
 
 TOKEN = "pod-test-admin-token"
 VALUES = {
-    # No Redis image can be pulled here, and the trigger needs a KFP host: the serving path
-    # (gateway -> stable | canary) is what runs.
+    # No Redis image can be pulled here, so no feature server. The trigger runs (it calls its
+    # KFP host only when an alert arrives).
     "feast": {"enabled": False},
     "redis": {"enabled": False},
-    "trigger": {"enabled": False},
     "controller": {"enabled": False},
 }
 
@@ -120,15 +120,27 @@ def runner(
 @pytest.fixture(scope="module")
 def pods(runner: PodRunner, rendered: Rendered) -> dict[str, Pod]:
     # Each Deployment is reachable under its Service's name, as in the namespace.
-    names = ("kubeloop-stable", "kubeloop-canary", "kubeloop-gateway")
+    names = ("kubeloop-stable", "kubeloop-canary", "kubeloop-gateway", "kubeloop-trigger")
     started = {name: runner.run(rendered.get("Deployment", name), alias=name) for name in names}
     for name in names:
         runner.wait_ready(started[name], rendered.get("Deployment", name))
     return started
 
 
-def test_variants_and_gateway_become_ready(pods: dict[str, Pod]) -> None:
-    assert set(pods) == {"kubeloop-stable", "kubeloop-canary", "kubeloop-gateway"}
+def test_every_pod_becomes_ready(pods: dict[str, Pod]) -> None:
+    assert set(pods) == {
+        "kubeloop-stable",
+        "kubeloop-canary",
+        "kubeloop-gateway",
+        "kubeloop-trigger",
+    }
+
+
+def test_the_trigger_serves_its_webhook_and_metrics(pods: dict[str, Pod]) -> None:
+    trigger = pods["kubeloop-trigger"]
+    r = httpx.post(trigger.url("/alerts"), json={"not": "alertmanager"}, timeout=10)
+    assert r.status_code == 400, r.text  # the webhook answers and names what is wrong
+    assert "kubeloop_retrain" in httpx.get(trigger.url("/metrics"), timeout=10).text
 
 
 def test_gateway_predicts_through_the_stable_service(
@@ -178,3 +190,47 @@ def test_the_helm_test_pod_passes_against_the_gateway(
     ).stdout.strip()
     assert code == "0", hook.logs()
     assert "/readyz 200" in hook.logs()
+
+
+# Panels that must show data once requests went through the gateway; the others (server
+# errors, feature lookups) have no samples in this run, but their queries must still execute.
+PANELS_WITH_DATA = {
+    "Requests per second by variant",
+    "p99 latency by variant",
+    "Traffic share (percent)",
+    "Rollout phase",
+    "Predicted rows per class and variant",
+    "Model variant requests by outcome",
+}
+
+
+def test_dashboard_queries_run_against_prometheus_scraping_the_pods(
+    pods: dict[str, Pod], tmp_path: Path
+) -> None:
+    """Grafana cannot run here: each panel's PromQL runs on a real Prometheus that scrapes the
+    gateway and variant pods (the dashboard's $namespace variable matches everything)."""
+    from tests.prom import PrometheusServer
+
+    gateway = pods["kubeloop-gateway"]
+    for _ in range(20):
+        row = {"features": {"x": 0.3, "plan": "basic"}}
+        assert httpx.post(gateway.url("/predict"), json=row, timeout=30).status_code == 200
+    dashboards = render({**VALUES, "dashboards": {"enabled": True}}).objects
+    panels = [
+        p
+        for o in dashboards
+        if o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"]["labels"]
+        for text in o["data"].values()
+        for p in json.loads(text)["panels"]
+    ]
+    assert {p["title"] for p in panels} >= PANELS_WITH_DATA
+    targets = [f"127.0.0.1:{p.port}" for p in pods.values()]
+    with PrometheusServer(tmp_path / "prometheus", targets) as prom:
+        prom.wait_for_targets()
+        for panel in panels:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$namespace", ".*")
+                if panel["title"] in PANELS_WITH_DATA:
+                    assert prom.wait_for_series(expr, timeout_s=60), panel["title"]
+                else:
+                    prom.query(expr)  # raises when Prometheus refuses the query
