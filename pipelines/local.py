@@ -334,24 +334,23 @@ def docker_runner(spec: Spec, image: str = PLATFORM_IMAGE, client: Any = None) -
 
 
 def container_mounts(spec: Spec, *, bentoml_home: Path) -> list[Path]:
-    """Host folders a containerized run needs: the outermost of the spec's local paths'
-    folders and the model store, created if missing (Docker needs the source to exist)."""
+    """The outermost host folders a containerized run needs: the workdir,
+    the model store and the Optuna journal's folder (created if missing: Docker needs a
+    bind source to exist) and the folders of the input files that exist (a missing input
+    fails in its task with the task's own message)."""
     workdir = Path(spec.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    files = [
-        spec.data.source,
-        spec.validation.reference,
-        spec.features.store_yaml,
-        spec.tune.storage,
-    ]
     folders = {workdir, bentoml_home.resolve()}
-    for f in files:
-        if f and "://" not in f:
+    storage = spec.tune.storage
+    if storage and "://" not in storage:
+        folders.add(Path(storage).resolve().parent)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for f in (spec.data.source, spec.validation.reference, spec.features.store_yaml):
+        if f and "://" not in f and Path(f).resolve().parent.is_dir():
             folders.add(Path(f).resolve().parent)
-    # Nested bind mounts of the same tree are redundant (and a duplicate target is an error).
-    ordered = sorted(folders, key=lambda p: len(p.parts))
+    # Nested bind mounts of one tree are redundant (and a duplicate target is an error).
     outermost: list[Path] = []
-    for p in ordered:
+    for p in sorted(folders, key=lambda p: len(p.parts)):
         if not any(p.is_relative_to(o) for o in outermost):
             outermost.append(p)
     return sorted(outermost)
