@@ -6,11 +6,11 @@
 * ``helm/kubeloop/values.schema.json``: the ``$defs`` of the project spec (``Spec`` and its
   sections) come from the pydantic model, so `helm install` rejects what `kubeloop` would.
   The hand-written chart definitions (``chart*``) and properties are kept as they are.
-* ``helm/kubeloop/files/prometheus-rules.yaml``: a copy of ``serving/monitoring/rules.yaml``
-  (Helm reads files inside the chart only), rendered into the PrometheusRule.
 * ``k8s/base``: the chart rendered with ``k8s/base/values.yaml`` (one file per object) and
   ``k8s/base/monitoring`` (a kustomize Component: ServiceMonitor, PrometheusRule, dashboards).
   Helm-only metadata is replaced: ``managed-by: kustomize``, no ``helm.sh/chart`` label.
+  It includes ``serving/monitoring/rules.yaml`` (the chart reads it through the symlink
+  ``helm/kubeloop/files/prometheus-rules.yaml``), so a rules change needs a regeneration too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from kubeloop.components.core.io import write_text_atomic
 from tests.k8s.chart import BASE_DIR, CHART_DIR, Obj, is_hook, load_values, render
 
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
-RULES_COPY = CHART_DIR / "files" / "prometheus-rules.yaml"
 BASE_VALUES = BASE_DIR / "values.yaml"
 MONITORING_DIR = BASE_DIR / "monitoring"
 HEADER = (
@@ -55,16 +54,6 @@ def generated_schema(current: dict[str, Any]) -> dict[str, Any]:
 def schema_text() -> str:
     current = json.loads(SCHEMA_PATH.read_text())
     return json.dumps(generated_schema(current), indent=2) + "\n"
-
-
-def rules_text() -> str:
-    from kubeloop.serving.monitoring.rules import RULES_FILE
-
-    header = (
-        "# generated: a copy of serving/monitoring/rules.yaml (`python -m tests.k8s.generate`) "
-        "- do not edit\n"
-    )
-    return header + RULES_FILE.read_text()
 
 
 def _for_kustomize(obj: Obj) -> Obj:
@@ -148,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     schema = schema_text()
     if args.check:
-        expected = {SCHEMA_PATH: schema, RULES_COPY: rules_text(), **base_files()}
+        expected = {SCHEMA_PATH: schema, **base_files()}
         stale = stale_base_files()
         differ = [p for p, text in expected.items() if not p.exists() or p.read_text() != text]
         for p in [*differ, *stale]:
@@ -159,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # The schema first: rendering the base validates its values against it.
     write_text_atomic(SCHEMA_PATH, schema)
-    RULES_COPY.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(RULES_COPY, rules_text())
     expected = base_files()
     for p in stale_base_files():
         p.unlink()
