@@ -1,10 +1,13 @@
 """Online feature lookup for the gateway: entity ids -> a model's raw feature rows.
 
-The Feast store is opened once and its feature service checked at construction, so a
-request only pays for the online read. Values come back as JSON-ready Python values typed
-by the feature service's declared Feast types (an Int64 feature stays an int even when
-pandas had to widen its column to float for a missing neighbour), None where missing.
-The API is synchronous (Feast's SQLite online store is); the gateway runs it in a thread.
+The Feast store is opened and the feature service fetched once, at construction, so a
+request pays only for the online read. `features.task.online_features` is not reused here:
+it fetches the service per call, and Feast's `get_feature_service` re-reads the registry
+each time (a one-id lookup took p50 8.9 ms that way, 0.33 ms with the service kept; see
+tests/benchmarks/bench_feature_lookup.py), and it builds a DataFrame a request does not
+need. Values come back as plain Python values of the service's declared Feast types,
+None where missing. The API is synchronous (Feast's SQLite online store is); the gateway
+runs it in a thread.
 """
 
 from __future__ import annotations
@@ -19,9 +22,6 @@ from kubeloop.components.core.spec import Spec
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-
-# The versioned service names kubeloop registers: FeatureServiceSpec.full_name's shape.
-_SERVICE_NAME = re.compile(r"^(?P<name>.+)_v(?P<version>[0-9]+)$")
 
 
 class UnknownEntities(KubeloopError):
@@ -59,8 +59,8 @@ class FeatureLookup:
         if not features:
             raise KubeloopError("feature lookup: the model lists no features")
         self.features = list(features)
-        self.spec = _spec_for_service(spec, feature_service or spec.feature_service)
-        self.feature_service = self.spec.feature_service
+        self.feature_service = feature_service or spec.feature_service
+        self.entity_column = spec.data.entity_column
         self.store = store if store is not None else open_store(spec)
         try:
             service = self.store.get_feature_service(self.feature_service)
@@ -79,22 +79,25 @@ class FeatureLookup:
                 f"feature lookup: feature service {self.feature_service!r} lacks the model's "
                 f"feature(s) {missing} (it has {sorted(declared)})"
             )
+        self._service = service
         self._convert = {f: _converter(declared[f]) for f in self.features}
-        self._key = _key_converter(self.store, spec.data.entity_column)
+        self._key = _key_converter(self.store, self.entity_column)
 
     def rows(self, entity_ids: Sequence[Any]) -> list[dict[str, Any]]:
         """One raw row per id, in order (repeats allowed). Raises UnknownEntities naming
         every id the online store knows none of the model's features for."""
-        from kubeloop.components.features.task import online_features
-
         if not entity_ids:
             return []
         keys = [self._key(i) for i in entity_ids]
         known = [k for k in keys if k is not None]
         columns: dict[str, list[Any]] = {f: [] for f in self.features}
         if known:
-            frame = online_features(self.spec, known, store=self.store)
-            columns = {f: frame[f].tolist() for f in self.features}
+            # to_dict(): plain Python values in request order, None where missing.
+            got = self.store.get_online_features(
+                features=self._service,
+                entity_rows=[{self.entity_column: k} for k in known],
+            ).to_dict()
+            columns = {f: got[f] for f in self.features}
         out: list[dict[str, Any]] = []
         unknown: list[Any] = []
         it = iter(range(len(known)))
@@ -112,22 +115,6 @@ class FeatureLookup:
         return out
 
 
-def _spec_for_service(spec: Spec, service: str) -> Spec:
-    """`spec` with its feature service set to `service` (online_features reads the name
-    from the spec). Every service kubeloop registers is named `<name>_v<version>`."""
-    if service == spec.feature_service:
-        return spec
-    m = _SERVICE_NAME.match(service)
-    if m is None:
-        raise KubeloopError(
-            f"feature lookup: feature service {service!r} is not a kubeloop service name "
-            "(expected <name>_v<version>, e.g. churn_v1)"
-        )
-    svc = spec.features.service.model_copy(update={"name": m["name"], "version": int(m["version"])})
-    features = spec.features.model_copy(update={"service": svc})
-    return spec.model_copy(update={"features": features})
-
-
 def _missing(v: Any) -> bool:
     if v is None:
         return True
@@ -138,7 +125,7 @@ def _missing(v: Any) -> bool:
 
 
 def _converter(feast_type: str) -> Callable[[Any], Any]:
-    """numpy/pandas value -> plain Python value of the declared Feast type, None if missing."""
+    """Online-store value -> plain Python value of the declared Feast type, None if missing."""
 
     def to_int(v: Any) -> Any:
         if _missing(v):
