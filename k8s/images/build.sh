@@ -30,6 +30,9 @@ log() { printf '[images] %s\n' "$*" >&2; }
 die() { printf 'images: %s\n' "$*" >&2; exit 1; }
 
 case "$VARIANT" in cpu | cuda) ;; *) die "VARIANT=$VARIANT: expected cpu or cuda" ;; esac
+if [[ $VARIANT == cuda && ( -z $TORCH_INDEX_URL || $TORCH != *+cu* ) ]]; then
+    die "VARIANT=cuda needs TORCH=torch==<version>+cu<NNN> and TORCH_INDEX_URL=<its wheel index>"
+fi
 [[ -x $PYTHON ]] || die "PYTHON=$PYTHON: not an interpreter; run \`make venv\` first"
 docker info >/dev/null 2>&1 \
     || die "no Docker daemon answers; start one (as root): dockerd >/tmp/dockerd.log 2>&1 &"
