@@ -155,6 +155,30 @@ class PodRunner:
         ref = env["valueFrom"]["secretKeyRef"]
         return self.secrets[(ref["name"], ref["key"])]
 
+    def run_binary(
+        self,
+        alias: str,
+        image: str,
+        binary: Path,
+        args: list[str],
+        mounts: dict[Path, str],
+        port: int,
+    ) -> Pod:
+        """A host binary (e.g. /usr/bin/prometheus) in a container of `image` on the network:
+        for cluster services the chart expects but no image of can be pulled here."""
+        name = f"{self.network}-{alias}"
+        run = ["run", "-d", "--name", name, "--network", self.network, "--network-alias", alias]
+        run += ["--user", "10001:10001", "--read-only", "--cap-drop", "ALL"]
+        run += ["-v", f"{binary}:/usr/local/bin/{binary.name}:ro"]
+        for host, path in mounts.items():
+            run += ["-v", f"{host}:{path}:ro"]
+        host_port = free_port()
+        run += ["--tmpfs", "/tmp:uid=10001,gid=10001", "-p", f"127.0.0.1:{host_port}:{port}"]
+        docker(*run, "--entrypoint", f"/usr/local/bin/{binary.name}", image, *args)
+        pod = Pod(name=alias, container=name, port=host_port)
+        self.pods.append(pod)
+        return pod
+
     def wait_ready(self, pod: Pod, workload: Obj, timeout_s: float = 120.0) -> None:
         """Poll the container's readinessProbe (httpGet) until it answers 200."""
         spec = pod_spec(workload)

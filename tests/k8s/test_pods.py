@@ -9,15 +9,19 @@ project wheel is rebuilt), so the pods run the code of this checkout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from kubeloop.serving import metrics
 from tests.k8s.chart import REPO, Rendered, render
@@ -28,11 +32,37 @@ pytestmark = pytest.mark.xdist_group("docker")
 TOKEN = "pod-test-admin-token"
 VALUES = {
     # No Redis image can be pulled here, so no feature server. The trigger runs (it calls its
-    # KFP host only when an alert arrives).
+    # KFP host only when an alert arrives), and so does the controller, against a Prometheus
+    # that runs beside the pods (Debian's binary in a container) under the name "prometheus".
     "feast": {"enabled": False},
     "redis": {"enabled": False},
-    "controller": {"enabled": False},
+    "prometheus": {"url": "http://prometheus:9090"},
 }
+# What the ServiceMonitor would make Prometheus scrape: each Service's metrics port.
+SCRAPED = ("kubeloop-gateway:3000", "kubeloop-stable:3000", "kubeloop-canary:3000")
+
+
+class PrometheusClient:
+    """Queries to the in-network Prometheus through its published port."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        body = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} failed: {body}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def wait_for_series(self, promql: str, timeout_s: float = 90.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if result := self.query(promql):
+                    return result
+            time.sleep(0.5)
+        raise AssertionError(f"no result for {promql!r} after {timeout_s:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +99,9 @@ def image(dockerd: None, rendered: Rendered) -> str:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The model-store claim's contents: a registered model staged `production`, owned by the
-    pods' user as fsGroup would make it."""
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """The model-store claim's contents, owned by the pods' user as fsGroup would make it:
+    a model staged `production` and a newer candidate (`<name>:latest`, the canary's)."""
     from kubeloop.components.register import registry
     from tests.tiny_model import train_and_register
 
@@ -82,24 +112,25 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     try:
         tag = train_and_register(work)
         registry.set_stage(tag, "production")
+        candidate = train_and_register(tmp_path_factory.mktemp("train2"), seed=1)
     finally:
         if previous is None:
             del os.environ["BENTOML_HOME"]
         else:
             os.environ["BENTOML_HOME"] = previous
     subprocess.run(["chown", "-R", "10001:10001", str(root)], check=True)
-    return root, tag
+    return root, tag, candidate
 
 
 @pytest.fixture(scope="module")
 def runner(
     image: str,
     rendered: Rendered,
-    store: tuple[Path, str],
+    store: tuple[Path, str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PodRunner]:
     """One Docker network standing in for the release's namespace; removed at the end."""
-    claim, _ = store
+    claim = store[0]
     spec_dir = tmp_path_factory.mktemp("spec")
     spec_dir.chmod(0o755)
     for key, text in rendered.get("ConfigMap", "kubeloop-spec")["data"].items():
@@ -118,12 +149,41 @@ def runner(
 
 
 @pytest.fixture(scope="module")
-def pods(runner: PodRunner, rendered: Rendered) -> dict[str, Pod]:
+def prometheus(
+    runner: PodRunner, image: str, tmp_path_factory: pytest.TempPathFactory
+) -> PrometheusClient:
+    """A real Prometheus in the network, scraping the pods by Service name every second."""
+    folder = tmp_path_factory.mktemp("prometheus")
+    folder.chmod(0o755)
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": t.split(":")[0], "static_configs": [{"targets": [t]}]} for t in SCRAPED
+        ],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (folder / "prometheus.yml").chmod(0o644)
+    pod = runner.run_binary(
+        "prometheus",
+        image,
+        Path("/usr/bin/prometheus"),
+        ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/tmp/data"],
+        {folder: "/etc/prometheus"},
+        port=9090,
+    )
+    return PrometheusClient(pod.url(""))
+
+
+@pytest.fixture(scope="module")
+def pods(runner: PodRunner, rendered: Rendered, prometheus: PrometheusClient) -> dict[str, Pod]:
     # Each Deployment is reachable under its Service's name, as in the namespace.
     names = ("kubeloop-stable", "kubeloop-canary", "kubeloop-gateway", "kubeloop-trigger")
     started = {name: runner.run(rendered.get("Deployment", name), alias=name) for name in names}
     for name in names:
         runner.wait_ready(started[name], rendered.get("Deployment", name))
+    # The controller has no probe (no port): it starts once the gateway it calls is ready.
+    controller = "kubeloop-controller"
+    started[controller] = runner.run(rendered.get("Deployment", controller), alias=controller)
     return started
 
 
@@ -133,6 +193,7 @@ def test_every_pod_becomes_ready(pods: dict[str, Pod]) -> None:
         "kubeloop-canary",
         "kubeloop-gateway",
         "kubeloop-trigger",
+        "kubeloop-controller",
     }
 
 
@@ -144,7 +205,7 @@ def test_the_trigger_serves_its_webhook_and_metrics(pods: dict[str, Pod]) -> Non
 
 
 def test_gateway_predicts_through_the_stable_service(
-    pods: dict[str, Pod], store: tuple[Path, str]
+    pods: dict[str, Pod], store: tuple[Path, str, str]
 ) -> None:
     gateway = pods["kubeloop-gateway"]
     row = {"features": {"x": 1.5, "plan": "pro"}}
@@ -161,11 +222,11 @@ def test_gateway_predicts_through_the_stable_service(
 
 
 def test_canary_through_the_admin_api_and_the_canary_service(
-    pods: dict[str, Pod], store: tuple[Path, str]
+    pods: dict[str, Pod], store: tuple[Path, str, str]
 ) -> None:
-    """The canary Service serves `<name>:latest` (the same model here); at 100 % every row
-    goes there, and the routing state lands on the shared claim (spec workdir)."""
-    claim, tag = store
+    """The canary Service serves `<name>:latest` (the candidate); at 100 % every row goes
+    there, and the routing state lands on the shared claim (spec workdir)."""
+    claim, _, tag = store
     gateway = pods["kubeloop-gateway"]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     r = httpx.post(gateway.url("/admin/canary"), json={"model": tag}, headers=auth, timeout=60)
@@ -179,6 +240,49 @@ def test_canary_through_the_admin_api_and_the_canary_service(
     state = claim / "work" / "rollouts" / "gateway.json"
     assert state.is_file()
     assert httpx.post(gateway.url("/admin/rollback"), headers=auth, timeout=10).status_code == 200
+
+
+def _kubeloop(pod: Pod, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl exec deploy/<pod> -- kubeloop ARGS --spec <the mounted spec>`."""
+    return subprocess.run(
+        [
+            "docker",
+            "exec",
+            pod.container,
+            "kubeloop",
+            *args,
+            "--spec",
+            "/etc/kubeloop/kubeloop.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_a_rollout_started_in_the_controller_pod_drives_the_gateway(
+    pods: dict[str, Pod], store: tuple[Path, str, str]
+) -> None:
+    """As helm/README.md says: `kubectl exec deploy/kubeloop-controller -- kubeloop rollout
+    start ...`. The controller reaches the gateway's admin API by Service name with the token
+    from the Secret; without Prometheus the rollout holds at its first step until aborted."""
+    _, stable, candidate = store
+    controller, gateway = pods["kubeloop-controller"], pods["kubeloop-gateway"]
+    started = _kubeloop(controller, "rollout", "start", "--canary", candidate, "--no-wait")
+    assert started.returncode == 0, started.stdout + started.stderr + controller.logs()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status = httpx.get(gateway.url("/admin/status"), headers=auth, timeout=10).json()
+    assert status["stable"]["model"] == stable
+    assert status["canary"]["model"] == candidate
+    assert status["weights"]["canary"] == 5.0  # the spec's first canary step
+    shown = _kubeloop(controller, "rollout", "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert candidate in shown.stdout
+    aborted = _kubeloop(controller, "rollout", "abort", "--reason", "pod test")
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    status = httpx.get(gateway.url("/admin/status"), headers=auth, timeout=10).json()
+    assert status["weights"]["canary"] == 0.0
 
 
 def test_the_helm_test_pod_passes_against_the_gateway(
@@ -205,12 +309,10 @@ PANELS_WITH_DATA = {
 
 
 def test_dashboard_queries_run_against_prometheus_scraping_the_pods(
-    pods: dict[str, Pod], tmp_path: Path
+    pods: dict[str, Pod], prometheus: PrometheusClient
 ) -> None:
-    """Grafana cannot run here: each panel's PromQL runs on a real Prometheus that scrapes the
-    gateway and variant pods (the dashboard's $namespace variable matches everything)."""
-    from tests.prom import PrometheusServer
-
+    """Grafana cannot run here: each panel's PromQL runs on the real Prometheus that scrapes
+    the gateway and variant pods (the dashboard's $namespace variable matches everything)."""
     gateway = pods["kubeloop-gateway"]
     for _ in range(20):
         row = {"features": {"x": 0.3, "plan": "basic"}}
@@ -224,13 +326,10 @@ def test_dashboard_queries_run_against_prometheus_scraping_the_pods(
         for p in json.loads(text)["panels"]
     ]
     assert {p["title"] for p in panels} >= PANELS_WITH_DATA
-    targets = [f"127.0.0.1:{p.port}" for p in pods.values()]
-    with PrometheusServer(tmp_path / "prometheus", targets) as prom:
-        prom.wait_for_targets()
-        for panel in panels:
-            for target in panel["targets"]:
-                expr = target["expr"].replace("$namespace", ".*")
-                if panel["title"] in PANELS_WITH_DATA:
-                    assert prom.wait_for_series(expr, timeout_s=60), panel["title"]
-                else:
-                    prom.query(expr)  # raises when Prometheus refuses the query
+    for panel in panels:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$namespace", ".*")
+            if panel["title"] in PANELS_WITH_DATA:
+                assert prometheus.wait_for_series(expr), panel["title"]
+            else:
+                prometheus.query(expr)  # raises when Prometheus refuses the query
