@@ -15,7 +15,6 @@ instead of running it again.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -82,7 +81,7 @@ def result_from_record(store: RunStore, run_id: str) -> RunResult | None:
 
 class LocalPipelineRunner:
     """``kubeloop pipeline run`` in a child process; its output goes to
-    ``<workdir>/trigger/runs/<run_id>.log`` and its pid to ``<run_id>.pid``."""
+    ``<workdir>/trigger/runs/<run_id>.log`` and its pid and start time to ``<run_id>.pid``."""
 
     def __init__(self, spec_path: str | Path, *, poll_s: float = 1.0) -> None:
         self.spec_path = Path(spec_path).resolve()
@@ -107,7 +106,8 @@ class LocalPipelineRunner:
         store, base = self._paths(self._spec(), run_id)
         with base.with_suffix(".log").open("wb") as log:
             proc = subprocess.Popen(self.command(run_id), stdout=log, stderr=subprocess.STDOUT)
-            base.with_suffix(".pid").write_text(str(proc.pid))
+            started = process_start_time(proc.pid)
+            write_text_atomic(base.with_suffix(".pid"), f"{proc.pid} {started}")
             code = proc.wait()
         found = result_from_record(store, run_id)
         if found is not None:
@@ -123,19 +123,22 @@ class LocalPipelineRunner:
     def recover(self, run_id: str) -> RunResult | None:
         store, base = self._paths(self._spec(), run_id)
         pid_file = base.with_suffix(".pid")
-        pid = int(pid_file.read_text()) if pid_file.is_file() else None
-        while pid is not None and _runs(pid, run_id):  # a child that outlived its trigger
-            time.sleep(self.poll_s)
+        if pid_file.is_file():
+            pid, started = pid_file.read_text().split()
+            while process_start_time(int(pid)) == started:  # a child that outlived its trigger
+                time.sleep(self.poll_s)
         return result_from_record(store, run_id)
 
 
-def _runs(pid: int, run_id: str) -> bool:
-    """Whether process `pid` is alive and is the pipeline run `run_id` (not a reused pid)."""
+def process_start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), None once it is gone or a zombie.
+    Together with the pid it names one process: a reused pid has another start time."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return run_id.encode() in cmdline and os.path.exists(f"/proc/{pid}")
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return None if fields[0] == "Z" else fields[19]
 
 
 class KfpClient(Protocol):

@@ -4,6 +4,7 @@ client (no Kubeflow Pipelines can run here)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,11 @@ import yaml
 
 from kubeloop.components.core.spec import load_spec
 from kubeloop.components.tracking.store import RunStore
-from kubeloop.serving.trigger.runners import KfpPipelineRunner, LocalPipelineRunner
-from tests.alertmanager import wait_for
+from kubeloop.serving.trigger.runners import (
+    KfpPipelineRunner,
+    LocalPipelineRunner,
+    process_start_time,
+)
 
 
 @pytest.fixture
@@ -67,8 +71,8 @@ def test_recover_waits_for_a_run_that_outlived_its_trigger(spec_path: Path) -> N
     run_id = "churn-orphan"
     _finished_record(spec_path, run_id)
     spec = load_spec(spec_path)
-    # Stands in for the orphaned `kubeloop pipeline run`: its command line names the run,
-    # and it finishes the record on its way out.
+    # Stands in for the orphaned `kubeloop pipeline run`: it finishes the record on its way
+    # out; the pid file names it by pid and start time, as the runner writes it.
     finish = (
         "import sys, time; time.sleep(1);"
         "from kubeloop.components.tracking.store import RunStore;"
@@ -76,11 +80,9 @@ def test_recover_waits_for_a_run_that_outlived_its_trigger(spec_path: Path) -> N
         f"{run_id!r}, status='succeeded', model_tag='churn:v9', gate={{'passed': True}})"
     )
     proc = subprocess.Popen([sys.executable, "-c", finish, run_id])
-    cmdline = Path(f"/proc/{proc.pid}/cmdline")
-    wait_for(lambda: run_id.encode() in cmdline.read_bytes(), 30, "the process to start")
     logs = Path(spec.workdir) / "trigger" / "runs"
     logs.mkdir(parents=True)
-    (logs / f"{run_id}.pid").write_text(str(proc.pid))
+    (logs / f"{run_id}.pid").write_text(f"{proc.pid} {process_start_time(proc.pid)}")
     try:
         got = LocalPipelineRunner(spec_path, poll_s=0.05).recover(run_id)
         assert proc.poll() is not None  # it waited for the process to end
@@ -88,6 +90,9 @@ def test_recover_waits_for_a_run_that_outlived_its_trigger(spec_path: Path) -> N
     finally:
         proc.kill()
         proc.wait()
+    # A pid now taken by another process (another start time) is not waited for.
+    (logs / f"{run_id}.pid").write_text(f"{os.getpid()} 1")
+    assert LocalPipelineRunner(spec_path).recover(run_id) is not None
 
 
 class FakeKfp:
