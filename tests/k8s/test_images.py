@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from kubeloop.components.core.image import PLATFORM_IMAGE, SERVING_IMAGE
 from kubeloop.components.core.spec import load_spec, parse_spec
 from kubeloop.pipelines.cli.main import app
 from kubeloop.pipelines.local import container_mounts, docker_runner
+from tests.k8s.podrun import start_dockerd
 from tests.serving_env import free_port, served
 
 pytestmark = pytest.mark.xdist_group("images")
@@ -36,44 +36,29 @@ STORE_IN_IMAGE = "/var/lib/kubeloop/bentoml"  # the serving image's BENTOML_HOME
 REQUIRED = ("docker", "dockerd", "debootstrap")
 
 
-def _docker_answers() -> bool:
-    probe = subprocess.run(["docker", "info"], capture_output=True, check=False)
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="module")
-def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def docker_daemon() -> Iterator[None]:
     missing = [b for b in REQUIRED if shutil.which(b) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (apt-get install docker.io debootstrap)")
-    if _docker_answers():
-        yield
-        return
-    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT)
+    started = start_dockerd()  # None when a daemon already answers: that one is left alone
     try:
-        deadline = time.monotonic() + 60
-        while not _docker_answers():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"dockerd did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if started is not None:
+            started.terminate()
+            try:
+                started.wait(60)
+            except subprocess.TimeoutExpired:
+                started.kill()
+                started.wait(10)
 
 
 @pytest.fixture(scope="module")
 def images(docker_daemon: None) -> tuple[str, str]:
     """`make images`, as a user runs it; the image names it prints last."""
-    env = {**os.environ, "PYTHON": str(BIN / "python")}
     build = subprocess.run(
-        ["make", "images"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        ["make", "images"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert build.returncode == 0, build.stderr[-4000:]
     assert build.stdout.split()[-2:] == [PLATFORM_IMAGE, SERVING_IMAGE]
