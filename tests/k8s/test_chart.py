@@ -509,6 +509,22 @@ def test_test_hook_checks_the_gateway(renders: dict[str, Rendered]) -> None:
     assert "http://kubeloop-gateway:3000" in script and "/readyz" in script
 
 
+def test_chart_runs_the_serving_image_of_this_version(renders: dict[str, Rendered]) -> None:
+    """The image is defined once (components/core/image.py); the chart's default is that."""
+    from kubeloop import __version__
+    from kubeloop.components.core.image import SERVING_IMAGE
+
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    images = {
+        c["image"]
+        for o in renders["default"].objects
+        for c in _containers(o)
+        if not c["image"].startswith("docker.io/library/redis")
+    }
+    assert images == {SERVING_IMAGE}
+
+
 def test_chart_files_exist() -> None:
     for rel in ("Chart.yaml", "values.yaml", "values.schema.json", "templates/_helpers.tpl"):
         assert (CHART_DIR / rel).is_file(), rel

@@ -3,7 +3,7 @@ canary variants, the gateway in remote mode and the retrain trigger start on the
 image under the restricted security context (read-only root, uid 10001, no capabilities), pass their
 readiness probes, and the gateway answers /predict through the variant Services by name.
 
-The serving image is built first with k8s/images/build.sh (layers and wheels cached; only the
+The serving image is built first with `make images` (layers and wheels cached; only the
 project wheel is rebuilt), so the pods run the code of this checkout.
 """
 
@@ -27,7 +27,8 @@ from kubeloop.serving import metrics
 from tests.k8s.chart import REPO, Rendered, render
 from tests.k8s.podrun import Pod, PodRunner, start_dockerd
 
-pytestmark = pytest.mark.xdist_group("docker")
+# One worker with test_images.py: both build the images (cached after the first build).
+pytestmark = pytest.mark.xdist_group("images")
 
 TOKEN = "pod-test-admin-token"
 VALUES = {
@@ -84,13 +85,7 @@ def image(dockerd: None, rendered: Rendered) -> str:
     """The chart's serving image, built from this checkout."""
     gateway = rendered.get("Deployment", "kubeloop-gateway")
     image = str(gateway["spec"]["template"]["spec"]["containers"][0]["image"])
-    proc = subprocess.run(
-        ["bash", str(REPO / "k8s" / "images" / "build.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
+    proc = subprocess.run(["make", "images"], capture_output=True, text=True, check=False, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
         subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
