@@ -298,7 +298,7 @@ def docker_runner(spec: Spec, image: str = PLATFORM_IMAGE, client: Any = None) -
         from docker.types import Mount
     except ImportError:
         raise KubeloopError(
-            "--docker needs the `docker` Python package: pip install docker"
+            "--docker needs the `docker` Python package: pip install 'kubeloop[docker]'"
         ) from None
     from kfp import local
 

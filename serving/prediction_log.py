@@ -118,11 +118,16 @@ class PredictionLog:
             room = 0 if self._closing else self.queue_size - len(self._buffer)
             take = records[: max(room, 0)]
             if take:
-                if not self._buffer:
+                was_empty = not self._buffer
+                if was_empty:
                     self._oldest = time.monotonic()
                 self._buffer.extend(take)
                 self._accepted += len(take)
-                self._cond.notify()
+                # Wake the writer only when it has something new to do: start timing the
+                # part's age (it waited without a timeout on an empty buffer) or write a
+                # full part. Waking it on every request costs the request path a switch.
+                if was_empty or len(self._buffer) >= self.max_rows:
+                    self._cond.notify()
         self._dropped(len(records) - len(take))
 
     def flush(self, timeout: float | None = None) -> bool:

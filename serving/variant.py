@@ -21,7 +21,8 @@ Endpoints (all POST, JSON):
   batching merges concurrent calls into one model call of up to ``max_batch_size`` rows. It is
   reachable over HTTP (every ``@bentoml.api`` is) but is not the public contract: it trusts its
   rows and treats anything unparseable as missing rather than failing, because one failing
-  call would fail every request merged into the same batch.
+  call would fail every request merged into the same batch. ``--arg adaptive_batching=false``
+  bypasses the dispatcher: each request is its own model call (a baseline for benchmarks).
 * ``/metadata`` ``{}`` -> :class:`VariantMetadata` (tag, task, classes, features, feature
   service, metrics) for a gateway's compatibility check.
 * Fault injection (drills and tests, off by default, logged loudly when on):
@@ -85,6 +86,10 @@ class VariantArgs(BaseModel):
         description=f"Registered model tag or stage alias; default ${MODEL_TAG_ENV}.",
     )
     max_batch_size: int = Field(default=64, ge=1, description="Rows per model call, at most.")
+    adaptive_batching: bool = Field(
+        default=True,
+        description="Merge concurrent requests into one model call; false: one call each.",
+    )
     max_latency_ms: int = Field(
         default=1000,
         ge=1,
@@ -347,9 +352,15 @@ class ModelVariant:
             # adaptive batching dispatcher of `score`; outside a server it calls `score` directly,
             # and an instance built without BentoML (`ModelVariant.inner(...)`) has no proxy.
             proxy = getattr(self, "to_async", None)
-            predictions: list[Prediction] = (
-                await proxy.score(valid) if proxy is not None else self.score(valid)
-            )
+            predictions: list[Prediction]
+            if proxy is not None and ARGS.adaptive_batching:
+                predictions = await proxy.score(valid)
+            elif proxy is not None:
+                # Batching off (BentoML refuses max_batch_size=1 on a batchable method):
+                # each request is its own model call, off the event loop.
+                predictions = await asyncio.to_thread(self.score, valid)
+            else:
+                predictions = self.score(valid)
             outcome = "ok"
             return predictions
         except ServiceUnavailable:

@@ -7,7 +7,7 @@
 #                    registry, e.g. python:3.11-slim-bookworm, which `docker build` pulls)
 #   LOCAL_BASE       name of the base this script builds with debootstrap when absent
 #   DEBIAN_MIRROR    mirror for debootstrap
-#   WHEELHOUSE       wheelhouse folder (default build/wheelhouse)
+#   WHEELHOUSE       folder of cached dependency wheels (default build/wheelhouse)
 #   TORCH            torch requirement put in the wheelhouse (default torch==2.13.0: the
 #                    CPU build that lies on these machines; see README.md)
 #   TORCH_INDEX_URL  extra index for torch (the CUDA variant: a CUDA wheel index)
@@ -66,7 +66,11 @@ build_wheelhouse() {
     # Dependencies are resolved once per (pyproject.toml, torch) and kept: a later run with
     # the same inputs reuses them without touching the network.
     local key deps
-    key=$(cat pyproject.toml <(echo "$TORCH $TORCH_INDEX_URL") | sha256sum | cut -c1-12)
+    key=$({
+        "$PYTHON" -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(p["requires-python"], *p["dependencies"])'
+        echo "$TORCH $TORCH_INDEX_URL"
+    } | sha256sum | cut -c1-12)
     deps=$WHEELHOUSE/deps-$key
     if [[ ! -f $deps/.complete ]]; then
         log "resolving dependencies into $deps"
@@ -78,6 +82,8 @@ build_wheelhouse() {
         rm -f "$deps"/kubeloop-*.whl
         touch "$deps/.complete"
     fi
+    # Older resolutions are never used again.
+    find "$WHEELHOUSE" -maxdepth 1 -name 'deps-*' ! -name "deps-$key" -exec rm -rf {} +
     # The project's wheel from the files git knows (tracked and not ignored), so stale build
     # folders and local data never end up in it.
     log "building the kubeloop wheel"
@@ -85,18 +91,16 @@ build_wheelhouse() {
     src=$(mktemp -d "$ROOT/build/src.XXXXXX")
     git ls-files -z --cached --others --exclude-standard \
         | tar --null -T - -c --ignore-failed-read 2>/dev/null | tar -x -C "$src"
-    rm -rf "$WHEELHOUSE/project" && mkdir -p "$WHEELHOUSE/project"
+    CONTEXT=$ROOT/build/images/context
+    rm -rf "$CONTEXT" && mkdir -p "$CONTEXT/wheels/deps" "$CONTEXT/wheels/project"
     # The last commit's time as the wheel's timestamps: unchanged sources give the same
     # wheel, so Docker's build cache keeps the project layer too.
     SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s) \
         "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation \
-        --wheel-dir "$WHEELHOUSE/project" "$src" || die "building the kubeloop wheel failed"
+        --wheel-dir "$CONTEXT/wheels/project" "$src" || die "building the kubeloop wheel failed"
     rm -rf "$src"
-    CONTEXT=$ROOT/build/images/context
-    rm -rf "$CONTEXT" && mkdir -p "$CONTEXT/wheels/deps" "$CONTEXT/wheels/project"
     # Hard links: the context costs no copy of the wheelhouse.
     cp -al "$deps"/*.whl "$CONTEXT/wheels/deps/"
-    cp -al "$WHEELHOUSE/project"/*.whl "$CONTEXT/wheels/project/"
     mkdir -p "$CONTEXT/feature_repo"
     git ls-files -z --cached --others --exclude-standard feature_repo \
         | tar --null -T - -c --ignore-failed-read 2>/dev/null | tar -x -C "$CONTEXT"
@@ -112,6 +116,10 @@ build_image() {
 }
 
 mkdir -p "$ROOT/build"
+# One build at a time per checkout: a second run waits instead of rewriting the wheelhouse
+# and build context under the first one's feet.
+exec 9>"$ROOT/build/images.lock"
+flock 9
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     if [[ $BASE_IMAGE == "$LOCAL_BASE" ]]; then
         build_base
