@@ -19,7 +19,7 @@ from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.spec import load_spec
 from kubeloop.pipelines.cli.batch import kfp_cron, submit_scoring
 from kubeloop.pipelines.cli.main import app
-from tests.pipelines.golden import GOLDEN_BATCH_IR
+from tests.pipelines.golden import GOLDEN_BATCH_IR, comparable
 
 pytestmark = pytest.mark.xdist_group("batch_scoring")
 runner = CliRunner()
@@ -227,7 +227,7 @@ def test_compile_command_emits_the_batch_scoring_pipeline(tmp_path: Path) -> Non
               "--out", str(out)],
     )  # fmt: skip
     assert got.exit_code == 0, got.output
-    assert out.read_text() == GOLDEN_BATCH_IR.read_text()
+    assert comparable(out) == comparable(GOLDEN_BATCH_IR)
     assert _leftovers(tmp_path) == [out]
     training = tmp_path / "training.yaml"  # the default stays the training pipeline
     got = runner.invoke(app, ["pipeline", "compile", "--spec", str(spec), "--out", str(training)])
