@@ -10,8 +10,8 @@ from kubeloop.components.core.image import PLATFORM_IMAGE
 from tests.pipelines.golden import (
     GOLDEN_BATCH_IR,
     GOLDEN_IR,
-    compile_golden,
     comparable,
+    compile_golden,
     compile_golden_batch,
 )
 

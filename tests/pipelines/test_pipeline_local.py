@@ -20,6 +20,9 @@ from kubeloop.components.tracking.steps import read_events
 from kubeloop.components.tracking.store import RunStore
 from kubeloop.pipelines.cli.main import app
 from kubeloop.pipelines.local import RunSummary, run_local
+from kubeloop.serving.gateway import Gateway
+from kubeloop.serving.prediction_log import PredictionLog
+from kubeloop.serving.schemas import GatewayPrediction
 from kubeloop.serving.variant import MODEL_TAG_ENV, ModelVariant
 
 pytestmark = pytest.mark.slow
@@ -117,6 +120,24 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(
     variant.wait_loaded(60)
     served = asyncio.run(variant.predict(json.loads(body[1])["rows"]))
     assert served[0].model == first.model_tag and served[0].prediction in (0, 1)
+
+    # The README's gateway example: stage the model as it says, then both request bodies
+    # (raw features; an entity id looked up in the online store) through the gateway class.
+    staged = cli.invoke(app, ["models", "stage", "churn:latest", "production"])
+    assert staged.exit_code == 0, staged.output
+    bodies = re.findall(
+        r"3000/predict -H 'content-type: application/json' -d '(\{.*?\})'$", readme, re.M
+    )
+    assert len(bodies) == 2, "README gateway examples not found"
+    gateway = Gateway.inner(spec, prediction_log=PredictionLog(tmp_path / "prediction_log"))
+    try:
+        gateway.wait_ready(60)
+        for text in bodies:
+            answer = asyncio.run(gateway.predict(**json.loads(text)))
+            assert isinstance(answer, GatewayPrediction), getattr(answer, "body", answer)
+            assert (answer.model, answer.variant) == (first.model_tag, "stable")
+    finally:
+        gateway.close()
 
     # Re-running the saved spec is gated against the first model as champion, on the same
     # test rows.

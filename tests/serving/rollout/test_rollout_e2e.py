@@ -212,6 +212,27 @@ def run_cli(*args: str) -> Any:
     return CliRunner().invoke(app, ["rollout", *args])
 
 
+# The README's "Canary rollouts" commands, run below with this world's spec and canary.
+README_SPEC = ".kubeloop-demo/kubeloop.yaml"
+README_COMMANDS = [
+    f"kubeloop rollout start --spec {README_SPEC} --canary churn:latest",
+    f"kubeloop rollout status --spec {README_SPEC}",
+    f"kubeloop rollout history --spec {README_SPEC}",
+]
+
+
+def test_readme_rollout_commands_are_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for command in README_COMMANDS:
+        assert command in readme, command
+
+
+def readme_command(which: str, world: World, *extra: str) -> Any:
+    line = next(c for c in README_COMMANDS if c.split()[2] == which)
+    line = line.replace(README_SPEC, str(world.spec_path)).replace("churn:latest", world.canary)
+    return run_cli(*line.split()[2:], *extra)
+
+
 @pytest.mark.parametrize(
     ("faults", "failing_check"),
     [
@@ -231,7 +252,7 @@ def test_broken_canary_is_rolled_back_while_stable_keeps_answering(
     ):
         time.sleep(1.0)  # stable traffic before the canary arrives
         began = time.monotonic()
-        res = run_cli("start", "--spec", spec, "--canary", world.canary, "--quiet")
+        res = readme_command("start", world, "--quiet")
         rolled_back = time.monotonic()
         time.sleep(2.0)  # after the rollback only stable answers
     assert res.exit_code == 3, res.output
@@ -287,11 +308,10 @@ def test_good_canary_is_promoted_across_a_killed_controller(
 ) -> None:
     """`rollout start --no-wait`; a `rollout controller` process is killed (SIGKILL) at the
     second step; a new one resumes from the state files and promotes."""
-    spec = str(world.spec_path)
     store = StateStore(load(world.spec_path).rollouts_dir)
     log = world.tmp / "controller.log"
     with canary_service(world, name="good"), LoadGenerator(world.gateway) as load_gen:
-        res = run_cli("start", "--spec", spec, "--canary", world.canary, "--no-wait")
+        res = readme_command("start", world, "--no-wait")
         assert res.exit_code == 0, res.output
         first = _controller(world, log)
         try:
@@ -321,7 +341,7 @@ def test_good_canary_is_promoted_across_a_killed_controller(
     records = [r for _p, r in store.decisions() if r.rollout_id == state.rollout_id]
     assert len(records) == 1 and records[0].outcome == "promoted"
 
-    shown = run_cli("history", "--spec", spec)
+    shown = readme_command("history", world)
     assert shown.exit_code == 0 and "promoted" in shown.output
-    current = run_cli("status", "--spec", spec)
+    current = readme_command("status", world)
     assert current.exit_code == 0 and "promoted" in current.output
