@@ -53,6 +53,11 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
             for version in crd["spec"]["versions"]:
                 schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
                 out[(f"{group}/{version['name']}", kind)] = _strict(schema)
+    if not out:
+        raise FileNotFoundError(
+            f"no CustomResourceDefinition in {CRD_DIR}: point $KUBELOOP_CRD_DIR at the "
+            "Prometheus Operator CRDs (the shared k8s-crds folder)"
+        )
     return out
 
 

@@ -56,9 +56,14 @@ def docker_daemon() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def images(docker_daemon: None) -> tuple[str, str]:
-    """`make images`, as a user runs it; the image names it prints last."""
+    """`make images`, as a user runs it; the image names it prints last (inside `make test`
+    a sub-make would otherwise print its "Leaving directory" line after them)."""
     build = subprocess.run(
-        ["make", "images"], cwd=ROOT, capture_output=True, text=True, check=False
+        ["make", "--no-print-directory", "images"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert build.returncode == 0, build.stderr[-4000:]
     assert build.stdout.split()[-2:] == [PLATFORM_IMAGE, SERVING_IMAGE]

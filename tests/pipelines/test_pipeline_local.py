@@ -126,7 +126,7 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(
     staged = cli.invoke(app, ["models", "stage", "churn:latest", "production"])
     assert staged.exit_code == 0, staged.output
     bodies = re.findall(
-        r"3000/predict -H 'content-type: application/json' -d '(\{.*?\})'$", readme, re.M
+        r"3000/predict -H 'content-type: application/json' -d '(\{\"(?:features|entity_id)\".*?\})'$", readme, re.M
     )
     assert len(bodies) == 2, "README gateway examples not found"
     gateway = Gateway.inner(spec, prediction_log=PredictionLog(tmp_path / "prediction_log"))

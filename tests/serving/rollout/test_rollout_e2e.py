@@ -295,11 +295,11 @@ def test_broken_canary_is_rolled_back_while_stable_keeps_answering(
     assert records[-1]["outcome"] == "rolled_back" and records[-1]["canary"] == world.canary
 
 
-def _controller(world: World, log: Path) -> subprocess.Popen[bytes]:
+def _controller(world: World, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     cmd = [str(BIN / "kubeloop"), "rollout", "controller", "--spec", str(world.spec_path)]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [*cmd, "--until-done"], env=world.env, stdout=out, stderr=subprocess.STDOUT
+            [*cmd, "--until-done", *extra], env=world.env, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -345,3 +345,59 @@ def test_good_canary_is_promoted_across_a_killed_controller(
     assert shown.exit_code == 0 and "promoted" in shown.output
     current = readme_command("status", world)
     assert current.exit_code == 0 and "promoted" in current.output
+
+
+def _controller_until(
+    world: World, store: StateStore, done: Any, *extra: str, timeout_s: float = 60
+) -> Any:
+    """Run `kubeloop rollout controller` until `done(state)` holds, then kill it."""
+    proc = _controller(world, world.tmp / "controller-holds.log", *extra)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ((state := store.load()) is not None and done(state)):
+            assert proc.poll() is None, (world.tmp / "controller-holds.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        return state
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_prometheus_down_and_zero_traffic_hold_the_weight(world: World, fresh_stages: None) -> None:
+    """With the canary at its first step and no user traffic: a controller whose Prometheus
+    does not answer holds (prometheus-unavailable), one with Prometheus but no requests holds
+    as insufficient-data; neither moves the weight or promotes. Then `rollout abort`."""
+    store = StateStore(load(world.spec_path).rollouts_dir)
+    first_weight = STEPS[0]
+
+    def held(state: Any, verdict: str, count: int) -> bool:
+        verdicts = [a.verdict for a in state.analyses]
+        assert (state.phase, state.step, state.weight) == ("progressing", 0, first_weight)
+        assert set(verdicts) <= {"prometheus-unavailable", "insufficient-data"}, verdicts
+        return verdicts.count(verdict) >= count
+
+    with canary_service(world, name="idle"):
+        res = readme_command("start", world, "--no-wait")
+        assert res.exit_code == 0, res.output
+
+        dead = f"http://127.0.0.1:{free_port()}"
+        state = _controller_until(
+            world, store, lambda s: held(s, "prometheus-unavailable", 2), "--prometheus", dead
+        )
+        assert "unreachable" in (state.last_error or ""), state.last_error
+
+        state = _controller_until(world, store, lambda s: held(s, "insufficient-data", 2))
+        assert "too little traffic" in state.analyses[-1].reason
+
+        status = admin(world.gateway, "GET", "status").json()
+        assert status["phase"] == "progressing" and status["weights"]["canary"] == first_weight
+        assert registry.get(world.canary).stage == "candidate"
+        assert [r for _p, r in store.decisions() if r.rollout_id == state.rollout_id] == []
+
+        aborted = run_cli("abort", "--spec", str(world.spec_path))
+        assert aborted.exit_code == 0, aborted.output
+    state = store.load()
+    assert state is not None and state.phase == "rolled_back"
+    assert admin(world.gateway, "GET", "status").json()["weights"]["canary"] == 0.0
+    assert registry.get(world.canary).stage == "candidate"  # aborted, not shown to be bad
