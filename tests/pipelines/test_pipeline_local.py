@@ -125,9 +125,9 @@ def test_demo_pipeline_registers_a_candidate_then_gates_against_it(
     # (raw features; an entity id looked up in the online store) through the gateway class.
     staged = cli.invoke(app, ["models", "stage", "churn:latest", "production"])
     assert staged.exit_code == 0, staged.output
-    bodies = re.findall(
-        r"3000/predict -H 'content-type: application/json' -d '(\{\"(?:features|entity_id)\".*?\})'$", readme, re.M
-    )
+    example = r"3000/predict -H 'content-type: application/json' -d "
+    example += r"'(\{\"(?:features|entity_id)\".*?\})'$"
+    bodies = re.findall(example, readme, re.M)
     assert len(bodies) == 2, "README gateway examples not found"
     gateway = Gateway.inner(spec, prediction_log=PredictionLog(tmp_path / "prediction_log"))
     try:
