@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -371,11 +372,21 @@ def test_prometheus_down_and_zero_traffic_hold_the_weight(world: World, fresh_st
     store = StateStore(load(world.spec_path).rollouts_dir)
     first_weight = STEPS[0]
 
-    def held(state: Any, verdict: str, count: int) -> bool:
-        verdicts = [a.verdict for a in state.analyses]
-        assert (state.phase, state.step, state.weight) == ("progressing", 0, first_weight)
-        assert set(verdicts) <= {"prometheus-unavailable", "insufficient-data"}, verdicts
-        return verdicts.count(verdict) >= count
+    def held(verdict: str) -> Any:
+        """True once `verdict` has been the latest analysis for two intervals, the weight
+        held at the first step all along (an inconclusive analysis replaces the last one)."""
+        seen: list[datetime] = []
+
+        def done(state: Any) -> bool:
+            assert (state.phase, state.step, state.weight) == ("progressing", 0, first_weight)
+            last = state.analyses[-1] if state.analyses else None
+            assert last is None or last.verdict in ("prometheus-unavailable", "insufficient-data")
+            if last is None or last.verdict != verdict:
+                return False
+            seen.append(last.at)
+            return (seen[-1] - seen[0]).total_seconds() >= 2 * INTERVAL_S
+
+        return done
 
     with canary_service(world, name="idle"):
         res = readme_command("start", world, "--no-wait")
@@ -383,11 +394,11 @@ def test_prometheus_down_and_zero_traffic_hold_the_weight(world: World, fresh_st
 
         dead = f"http://127.0.0.1:{free_port()}"
         state = _controller_until(
-            world, store, lambda s: held(s, "prometheus-unavailable", 2), "--prometheus", dead
+            world, store, held("prometheus-unavailable"), "--prometheus", dead
         )
         assert "unreachable" in (state.last_error or ""), state.last_error
 
-        state = _controller_until(world, store, lambda s: held(s, "insufficient-data", 2))
+        state = _controller_until(world, store, held("insufficient-data"))
         assert "too little traffic" in state.analyses[-1].reason
 
         status = admin(world.gateway, "GET", "status").json()
