@@ -74,6 +74,7 @@ from kubeloop.serving.backends import (
     VariantBackend,
     VariantFailed,
 )
+from kubeloop.serving.drift.live import LiveDrift
 from kubeloop.serving.metrics import GatewayOutcome, GatewayVariant, gateway_metrics
 from kubeloop.serving.routing import (
     PHASES,
@@ -190,9 +191,11 @@ class Gateway:
         loader: Callable[[str], registry.RegisteredModel] = registry.load,
         lookup: Any | None = None,
         prediction_log: Any | None = None,
+        drift: LiveDrift | None = None,
     ) -> None:
         """BentoML calls ``Gateway()``: the spec, stable and canary come from the bento
-        arguments. Tests pass them (and a feature lookup / prediction log) directly."""
+        arguments. Tests pass them (and a feature lookup / prediction log / drift checks)
+        directly."""
         spec = spec or _spec_from_args()
         if spec is None:
             raise KubeloopError(
@@ -214,6 +217,10 @@ class Gateway:
         self._lookup_key: tuple[str | None, tuple[str, ...]] | None = None
         self._lookup_lock = threading.Lock()  # one opening of the store at a time
         self._log = prediction_log if prediction_log is not None else self._open_log()
+        # Live drift checks per variant against the serving model's reference sample (off
+        # the request path: windows are filled here, checked in the monitor's thread).
+        self._drift = drift if drift is not None else LiveDrift(spec, loader=loader)
+        self._drift.start()
         self._admin_lock = asyncio.Lock()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         # The model each in-process batch queue scores with; kept after a swap or rollback
@@ -458,6 +465,8 @@ class Gateway:
             raise GatewayError(502, {"detail": "; ".join(failed)})
         predictions = cast(list[GatewayPrediction], out)
         self._log_predictions(req, predictions, [p.variant for p in predictions], shadow=False)
+        for slot, idx in groups.items():
+            self._observe_drift(slot, [valid[i] for i in idx], [predictions[i] for i in idx])
         if canary is not None and self.serve.shadow_percent > 0:
             self._mirror(req, valid, canary)
         return predictions
@@ -564,6 +573,17 @@ class Gateway:
             [req.entity_ids[i] for i in idx] if req.entity_ids is not None else None,
         )
         self._log_predictions(sub, predictions, ["shadow"] * len(idx), shadow=True, rows=idx)
+        self._observe_drift("shadow", rows, predictions)
+
+    def _observe_drift(
+        self, variant: str, rows: Sequence[dict[str, Any]], predictions: Sequence[Prediction]
+    ) -> None:
+        if not predictions:
+            return
+        try:
+            self._drift.observe(variant, predictions[0].model, rows, predictions)
+        except Exception:  # drift checks never fail a request
+            logger.exception("gateway: drift observation failed")
 
     def _log_predictions(
         self,
@@ -707,7 +727,8 @@ class Gateway:
             return self._set_state(canary=None, weight=0.0, phase="rolled_back")
 
     def close(self) -> None:
-        """Write what the prediction log holds and stop its writer."""
+        """Write what the prediction log holds and stop its writer and the drift checks."""
+        self._drift.stop()
         self._log.close()
 
     @bentoml.on_shutdown

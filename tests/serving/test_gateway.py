@@ -25,10 +25,13 @@ from kubeloop.components.core.spec import Spec
 from kubeloop.components.register import registry
 from kubeloop.serving import metrics as m
 from kubeloop.serving.admin import AdminError
+from kubeloop.serving.drift import DriftMonitor
+from kubeloop.serving.drift.live import LiveDrift
 from kubeloop.serving.gateway import SPEC_ENV, Gateway
 from kubeloop.serving.prediction_log import PredictionLog, read_prediction_log
 from kubeloop.serving.routing import load_state, route
 from kubeloop.serving.schemas import GatewayBatchResponse, GatewayPrediction
+from tests import tiny_model
 from tests.serving_env import (
     ADMIN_TOKEN,
     build_feature_store,
@@ -284,6 +287,46 @@ def test_prediction_log_records_every_answered_row(make: Made, world: dict[str, 
     assert json.loads(mine.iloc[0]["prediction"]) == out.predictions[0].prediction
     single = log[log["request_id"] == "single"].iloc[0]
     assert json.loads(single["features"]) == ROW and single["entity_id"] is None
+
+
+def wait_for(what: str, predicate: Any, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def test_live_drift_windows_follow_the_serving_model(make: Made, world: dict[str, Any]) -> None:
+    """Served rows fill the answering variant's drift window (the model's reference sample,
+    spec.monitor settings); shifted traffic is reported drifted on /metrics' gauges; a
+    promoted canary starts a new window for its own model."""
+    from prometheus_client import REGISTRY
+
+    spec = world["spec"].model_copy(
+        update={"monitor": world["spec"].monitor.model_copy(update={"drift_window": 300})}
+    )
+    drift = LiveDrift(spec, monitor=DriftMonitor(check_interval_s=0.2))
+    g = make(spec, drift=drift)
+    batch(g, rows=[ROW])  # the first rows of a model start its window
+    wait_for("the stable window", lambda: drift.monitor.variants == ["stable"])
+
+    shifted = tiny_model.rows(300, seed=21).assign(x=lambda d: d["x"] + 1.5)
+    batch(g, rows=shifted[["x", "plan"]].to_dict("records"))
+    report = wait_for("a drift check", lambda: drift.monitor.report("stable"))
+    assert report.n_rows == 300 and report.drifted and "x" in report.drifted_columns
+    drifted = {"variant": "stable", "model": world["stable"]}
+    assert REGISTRY.get_sample_value("kubeloop_drift_window_drifted", drifted) == 1.0
+
+    run(g.set_canary(world["canary"]))
+    run(g.set_weights(100, "progressing"))
+    run(g.promote())
+    batch(g, rows=[ROW])
+    wait_for(
+        "the new model's window",
+        lambda: drift.monitor.report("stable") is None and drift.monitor.variants == ["stable"],
+    )
+    assert REGISTRY.get_sample_value("kubeloop_drift_window_drifted", drifted) is None
 
 
 def test_metrics_per_variant(make: Made, world: dict[str, Any]) -> None:
