@@ -95,6 +95,7 @@ from kubeloop.serving.schemas import (
     VariantMetadata,
     too_many_rows,
 )
+from kubeloop.serving.selfcall import call_self
 
 if TYPE_CHECKING:
     from kubeloop.serving.variant import LoadedModel
@@ -280,7 +281,8 @@ class Gateway:
             proxy = getattr(self, "to_async", None)
             if proxy is None:
                 return asyncio.to_thread(self._score_batch, slot, rows)
-            return proxy.score_stable(rows) if slot == "stable" else proxy.score_canary(rows)
+            score = proxy.score_stable if slot == "stable" else proxy.score_canary
+            return call_self(lambda: score(rows))
 
         return batch
 

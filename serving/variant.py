@@ -66,6 +66,7 @@ from kubeloop.components.core.spec import ResolvedTask
 from kubeloop.components.register import registry
 from kubeloop.serving.metrics import Outcome, variant_metrics
 from kubeloop.serving.schemas import Label, Prediction, RowValidator, VariantMetadata
+from kubeloop.serving.selfcall import call_self
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ class ModelVariant:
             proxy = getattr(self, "to_async", None)
             predictions: list[Prediction]
             if proxy is not None and ARGS.adaptive_batching:
-                predictions = await proxy.score(valid)
+                predictions = await call_self(lambda: proxy.score(valid))
             elif proxy is not None:
                 # Batching off (BentoML refuses max_batch_size=1 on a batchable method):
                 # each request is its own model call, off the event loop.
