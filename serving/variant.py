@@ -350,18 +350,16 @@ class ModelVariant:
             valid = loaded.validate(rows)
             await self._inject_faults()
             # Through BentoML's self-proxy (`to_async`), so concurrent requests meet in the
-            # adaptive batching dispatcher of `score`; outside a server it calls `score` directly,
-            # and an instance built without BentoML (`ModelVariant.inner(...)`) has no proxy.
+            # adaptive batching dispatcher of `score`. An instance built without BentoML
+            # (`ModelVariant.inner(...)`) has no proxy.
             proxy = getattr(self, "to_async", None)
             predictions: list[Prediction]
             if proxy is not None and ARGS.adaptive_batching:
                 predictions = await call_self(lambda: proxy.score(valid))
-            elif proxy is not None:
-                # Batching off (BentoML refuses max_batch_size=1 on a batchable method):
-                # each request is its own model call, off the event loop.
-                predictions = await asyncio.to_thread(self.score, valid)
             else:
-                predictions = self.score(valid)
+                # Batching off (BentoML refuses max_batch_size=1 on a batchable method), or
+                # no server: each request is its own model call, off the event loop.
+                predictions = await asyncio.to_thread(self.score_rows, valid)
             outcome = "ok"
             return predictions
         except ServiceUnavailable:
@@ -380,6 +378,10 @@ class ModelVariant:
     )
     def score(self, rows: list[dict[str, Any]]) -> list[Prediction]:
         """Batch of already validated rows -> one prediction per row (see module doc)."""
+        return self.score_rows(rows)
+
+    def score_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
+        """What `score` does, as a plain method (under a server `self.score` is the proxy)."""
         loaded = self._model()
         if not rows:
             return []

@@ -1,4 +1,4 @@
-"""A self-call whose keep-alive connection the server dropped is sent once more."""
+"""A scoring call whose connection was lost under it is sent again, a few times at most."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from kubeloop.serving.selfcall import call_self
+from kubeloop.serving.selfcall import ATTEMPTS, call_self
 
 
 def calls(*outcomes: object) -> tuple[list[int], Callable[[], Awaitable[object]]]:
@@ -24,17 +24,18 @@ def calls(*outcomes: object) -> tuple[list[int], Callable[[], Awaitable[object]]
     return made, call
 
 
-def test_a_dropped_connection_is_retried_once() -> None:
-    made, call = calls(aiohttp.ServerDisconnectedError(), "scored")
+def test_lost_connections_are_retried() -> None:
+    made, call = calls(aiohttp.ServerDisconnectedError(), aiohttp.ClientOSError(), "scored")
     assert asyncio.run(call_self(call)) == "scored"
-    assert len(made) == 2
+    assert len(made) == 3
 
 
-def test_a_second_drop_and_other_errors_are_not_hidden() -> None:
-    made, call = calls(aiohttp.ServerDisconnectedError(), aiohttp.ServerDisconnectedError())
-    with pytest.raises(aiohttp.ServerDisconnectedError):
+def test_the_last_attempt_and_other_errors_are_not_hidden() -> None:
+    lost = [aiohttp.ClientConnectionResetError() for _ in range(ATTEMPTS)]
+    made, call = calls(*lost, "never")
+    with pytest.raises(aiohttp.ClientConnectionResetError):
         asyncio.run(call_self(call))
-    assert len(made) == 2
+    assert len(made) == ATTEMPTS
     made, call = calls(ValueError("bad rows"), "never")
     with pytest.raises(ValueError, match="bad rows"):
         asyncio.run(call_self(call))
