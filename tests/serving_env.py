@@ -33,7 +33,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def register_two_versions(tmp: Path) -> tuple[str, str]:
+def register_two_versions(tmp: Path, hidden_units: list[int] | None = None) -> tuple[str, str]:
     """Two versions of the binary tiny model ``churn``: stable (production) and a candidate.
     BENTOML_HOME must already point at a scratch store."""
     from kubeloop.components.register import registry
@@ -41,9 +41,9 @@ def register_two_versions(tmp: Path) -> tuple[str, str]:
 
     for d in ("a", "b"):
         (tmp / d).mkdir(parents=True, exist_ok=True)
-    stable = train_and_register(tmp / "a")
+    stable = train_and_register(tmp / "a", hidden_units=hidden_units)
     registry.set_stage(stable, "archived")  # out of the gate's way: the second need not beat it
-    canary = train_and_register(tmp / "b", seed=1)
+    canary = train_and_register(tmp / "b", seed=1, hidden_units=hidden_units)
     registry.set_stage(stable, "production")
     return stable, canary
 

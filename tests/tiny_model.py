@@ -24,10 +24,11 @@ def rows(n: int, seed: int) -> pd.DataFrame:
     )
 
 
-def train_and_register(tmp: Path, seed: int = 0) -> str:
+def train_and_register(tmp: Path, seed: int = 0, hidden_units: list[int] | None = None) -> str:
     """Register a binary model named ``churn`` (600 rows, 2 epochs); returns its tag.
     BENTOML_HOME must already point at a scratch store. A second model needs another `seed`
-    (other data and weights): an identical model ties with the first and the gate refuses it."""
+    (other data and weights): an identical model ties with the first and the gate refuses it.
+    `hidden_units` (default [8]) makes a costlier model for benchmarks."""
     from kubeloop.components.clean.task import apply, fit
     from kubeloop.components.core.spec import parse_spec
     from kubeloop.components.evaluate.task import run as evaluate_run
@@ -43,7 +44,7 @@ def train_and_register(tmp: Path, seed: int = 0) -> str:
             "train": {
                 "epochs": 2,
                 "learning_rate": 0.05,
-                "hidden_units": [8],
+                "hidden_units": hidden_units or [8],
                 "batch_size": 64,
                 "device": "cpu",
                 "seed": seed,

@@ -112,12 +112,19 @@ def main() -> None:
     parser.add_argument("--canary-weight", type=int, default=10, help="percent to the canary")
     parser.add_argument("--skip-remote", action="store_true", help="(a) without remote mode")
     parser.add_argument("--parts", default="ab", help="which comparisons to run: a, b or ab")
+    parser.add_argument(
+        "--hidden-units",
+        default="8",
+        help="the model's hidden layers, e.g. 1024,1024,1024 for a costlier model call",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kubeloop-bench-serving-"))
     try:
         os.environ["BENTOML_HOME"] = str(work / "bentoml")
-        stable, canary = register_two_versions(work / "models")
+        hidden = [int(u) for u in args.hidden_units.split(",")]
+        stable, canary = register_two_versions(work / "models", hidden_units=hidden)
+        print(f"model: binary MLP, 2 features, hidden layers {hidden}")
         env = serve_env(str(work / "bentoml"))
         spec = write_spec(work / "local")
         if "a" in args.parts:
