@@ -343,10 +343,20 @@ class ServeSpec(Section):
         return v
 
 
+# Rows a drift window needs before its check says more than "insufficient data".
+MIN_DRIFT_ROWS = 200
+
+
 class MonitorSpec(Section):
     prometheus_url: str = "http://127.0.0.1:9090"
-    drift_window: int = 1000
-    false_alarm_rate: float = 0.01
+    drift_window: int = Field(
+        default=1000,
+        ge=MIN_DRIFT_ROWS,
+        description=f"Rows per variant in a drift window (at least {MIN_DRIFT_ROWS}).",
+    )
+    false_alarm_rate: float = Field(
+        default=0.01, gt=0, lt=0.5, description="Drift checks' false-alarm rate per window."
+    )
 
 
 class RetrainSpec(Section):

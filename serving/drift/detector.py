@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kubeloop.components.core.errors import KubeloopError, SpecError
+from kubeloop.components.core.spec import MIN_DRIFT_ROWS
 from kubeloop.components.core.stats import PREDICTION_COLUMN, SCORE_COLUMN
 from kubeloop.serving.drift.calibration import Calibration, calibrate
 from kubeloop.serving.drift.columns import (
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 Status = Literal["ok", "drift", "insufficient-data"]
 Correction = Literal["minp", "bonferroni"]
-DEFAULT_MIN_ROWS = 200
+DEFAULT_MIN_ROWS = MIN_DRIFT_ROWS
 
 
 class DriftSettings(BaseModel):

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from kubeloop.components.core.errors import KubeloopError, SpecError
-from kubeloop.components.core.spec import MonitorSpec
+from kubeloop.components.core.spec import MonitorSpec, parse_spec
 from kubeloop.components.core.stats import PREDICTION_COLUMN, SCORE_COLUMN
 from kubeloop.serving.drift import DriftDetector, DriftSettings
 from kubeloop.serving.drift.columns import CategoricalPlan, build_plans
@@ -200,12 +200,21 @@ def test_raw_rows_are_preprocessed_before_the_comparison() -> None:
 
 
 def test_settings_errors_name_the_spec_field() -> None:
-    with pytest.raises(SpecError, match=r"monitor\.drift_window"):
-        DriftSettings.from_monitor(MonitorSpec(drift_window=1))
-    with pytest.raises(SpecError, match=r"min_rows .* must not exceed window"):
-        DriftSettings.from_monitor(MonitorSpec(drift_window=100))
+    def spec(**monitor: Any) -> Any:
+        return parse_spec(
+            {"name": "p", "data": {"source": "d.csv", "label": "y"}, "monitor": monitor}
+        )
+
+    # The spec refuses what a drift check cannot use, when it is loaded.
+    with pytest.raises(SpecError, match=r"monitor\.drift_window: .*greater than or equal to 200"):
+        spec(drift_window=100)
     with pytest.raises(SpecError, match=r"monitor\.false_alarm_rate"):
-        DriftSettings.from_monitor(MonitorSpec(false_alarm_rate=0.0))
+        spec(false_alarm_rate=0.0)
+    monitor = spec(drift_window=300).monitor
+    with pytest.raises(SpecError, match=r"min_rows .* must not exceed window"):
+        DriftSettings.from_monitor(monitor, min_rows=400)
+    with pytest.raises(SpecError, match=r"monitor\.false_alarm_rate"):
+        DriftSettings.from_monitor(monitor, false_alarm_rate=0.6)
     with pytest.raises(ValueError, match="raise draws"):
         DriftSettings(false_alarm_rate=0.001, draws=500)
     ok = DriftSettings.from_monitor(MonitorSpec(drift_window=400, false_alarm_rate=0.02))
