@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.register import registry
 from kubeloop.serving.schemas import Prediction, RowValidator, VariantMetadata
-from kubeloop.serving.selfcall import call_self
 
 if TYPE_CHECKING:
     from kubeloop.serving.variant import LoadedModel
@@ -232,7 +231,7 @@ class RemoteBackend:
     async def score(self, rows: list[dict[str, Any]]) -> list[Prediction]:
         try:
             client = await self._client()
-            out = await call_self(lambda: client.predict(rows=rows))
+            out = await client.predict(rows=rows)
             return [Prediction.model_validate(p) for p in out]
         except Exception as err:  # HTTP errors, 5xx of the variant, unparseable answers
             raise VariantFailed(f"variant service {self.url} failed: {err}") from err

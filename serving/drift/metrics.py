@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -57,10 +58,12 @@ class DriftMetrics:
     checks: Counter
     prediction_psi: Gauge
     prediction_detected: Gauge
+    exported: set[tuple[str, str]] = field(default_factory=set)  # (variant, model) pairs
 
     def export(self, variant: str, model: str, report: DriftReport) -> None:
         """Set every gauge of (variant, model) from one check."""
         vm = {"variant": variant, "model": model}
+        self.exported.add((variant, model))
         self.window_rows.labels(**vm).set(report.n_rows)
         self.window_drifted.labels(**vm).set(float(report.drifted))
         for s in STATUSES:
@@ -82,8 +85,21 @@ class DriftMetrics:
                 self.prediction_psi.labels(**vm).set(report.prediction_psi)
 
     def forget(self, variant: str, model: str, features: list[str]) -> None:
-        """Drop the series of a model no longer served by `variant` (no stale alarms)."""
+        """Drop the series of a model no longer served by `variant` (no stale alarms).
+
+        Under ``bentoml serve`` metrics are in multiprocess mode, where prometheus-client
+        cannot remove a series (it stays in the shared files): the alarm gauges are set to 0
+        first, so a series that stays never fires an alert."""
         vm = (variant, model)
+        if vm in self.exported:
+            self.exported.discard(vm)
+            labels = {"variant": variant, "model": model}
+            self.window_drifted.labels(**labels).set(0.0)
+            self.prediction_detected.labels(**labels).set(0.0)
+            for f in features:
+                self.detected.labels(**labels, feature=f).set(0.0)
+            for s in STATUSES:
+                self.status.labels(**labels, status=s).set(0.0)
         for gauge in (self.score, self.detected, self.p_value, self.statistic):
             for f in features:
                 _remove(gauge, *vm, f)
@@ -102,7 +118,8 @@ class DriftMetrics:
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:
-    with contextlib.suppress(KeyError):  # never set
+    with contextlib.suppress(KeyError), warnings.catch_warnings():  # KeyError: never set
+        warnings.simplefilter("ignore", UserWarning)  # multiprocess mode: see forget()
         metric.remove(*labels)
 
 

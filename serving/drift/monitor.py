@@ -64,6 +64,9 @@ class DriftMonitor:
         self._metrics = metrics
         self._on_report = on_report
         self._windows: dict[str, _Window] = {}
+        # Attach / detach vs a check's export: a model's series are never exported after
+        # they were forgotten.
+        self._export_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,15 +76,18 @@ class DriftMonitor:
     def attach(self, variant: str, detector: DriftDetector, model: str) -> None:
         """Watch `variant`, now served by `model`, with `detector` (a fresh, empty window)."""
         size = detector.settings.window
-        old = self._windows.get(variant)
-        self._windows[variant] = _Window(detector, model, deque(maxlen=size), deque(maxlen=size))
-        if old is not None and old.model != model:
-            self._forget(variant, old)
+        with self._export_lock:
+            old = self._windows.get(variant)
+            window = _Window(detector, model, deque(maxlen=size), deque(maxlen=size))
+            self._windows[variant] = window
+            if old is not None and old.model != model:
+                self._forget(variant, old)
 
     def detach(self, variant: str) -> None:
-        old = self._windows.pop(variant, None)
-        if old is not None:
-            self._forget(variant, old)
+        with self._export_lock:
+            old = self._windows.pop(variant, None)
+            if old is not None:
+                self._forget(variant, old)
 
     def _forget(self, variant: str, old: _Window) -> None:
         columns = [*old.detector.features, *old.detector.prediction_kinds]
@@ -121,18 +127,23 @@ class DriftMonitor:
 
     # ------------------------------------------------------------------ checks
 
-    def check(self, variant: str) -> DriftReport:
-        """Check `variant`'s window now, in the caller's thread, and export the report."""
-        w = self._windows[variant]
+    def check(self, variant: str) -> DriftReport | None:
+        """Check `variant`'s window now, in the caller's thread, and export the report
+        (None when the variant is not watched, e.g. detached meanwhile)."""
+        w = self._windows.get(variant)
+        if w is None:
+            return None
         with w.lock:
             rows, predictions = list(w.rows), list(w.predictions)
             w.new_rows = 0
         report = w.detector.check(rows, predictions)
-        w.report = report
-        if self._windows.get(variant) is w:  # not re-attached meanwhile
+        with self._export_lock:  # a window detached meanwhile exports nothing
+            if self._windows.get(variant) is not w:
+                return report
             self.metrics.export(variant, w.model, report)
-            if self._on_report is not None:
-                self._on_report(variant, report)
+            w.report = report
+        if self._on_report is not None:
+            self._on_report(variant, report)
         return report
 
     def report(self, variant: str) -> DriftReport | None:

@@ -79,11 +79,15 @@ async def _drive(url: str, body: dict[str, object], clients: int, seconds: float
         nonlocal failures
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
-            async with session.post(url, json=body) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    failures += 1
-                    continue
+            try:
+                async with session.post(url, json=body) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except aiohttp.ClientError:  # counted, not fatal to the measurement
+                ok = False
+            if not ok:
+                failures += 1
+                continue
             latencies.append(time.perf_counter() - t0)
 
     conn = aiohttp.TCPConnector(limit=clients)

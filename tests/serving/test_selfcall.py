@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -40,3 +41,9 @@ def test_the_last_attempt_and_other_errors_are_not_hidden() -> None:
     with pytest.raises(ValueError, match="bad rows"):
         asyncio.run(call_self(call))
     assert len(made) == 1
+    no_key: Any = None  # the connection key only names the host in messages
+    refused = aiohttp.ClientConnectorError(no_key, OSError(111, "refused"))
+    made, call = calls(refused, "never")
+    with pytest.raises(aiohttp.ClientConnectorError):
+        asyncio.run(call_self(call))
+    assert len(made) == 1  # nothing answers: not sent again

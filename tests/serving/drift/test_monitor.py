@@ -166,3 +166,40 @@ def test_window_frame_reads_served_predictions() -> None:
     pd.testing.assert_frame_equal(
         frame, pd.DataFrame({"x0": [1.0, 2.0], "__prediction__": [2.0, 4.0]})
     )
+
+
+MULTIPROCESS_CHECK = """
+import sys
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from kubeloop.serving.drift import DriftReport
+from kubeloop.serving.drift.metrics import build_drift_metrics
+
+metrics = build_drift_metrics(CollectorRegistry())
+report = DriftReport(
+    status="drift", drifted=True, n_rows=300, window=300, min_rows=200,
+    false_alarm_rate=0.01, correction="minp", p_threshold=0.001, message="drifted",
+)
+metrics.export("stable", "churn:old", report)
+metrics.forget("stable", "churn:old", ["x"])
+scrape = CollectorRegistry()
+MultiProcessCollector(scrape)
+print(scrape.get_sample_value(
+    "kubeloop_drift_window_drifted", {"variant": "stable", "model": "churn:old"}
+))
+"""
+
+
+def test_a_forgotten_model_cannot_alarm_in_multiprocess_mode(tmp_path: Any) -> None:
+    """Under `bentoml serve` (multiprocess metrics) a series cannot be removed; the alarm
+    gauge of a model the variant no longer serves must read 0, not its last verdict."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_CHECK], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] in ("0.0", "None"), out.stdout
