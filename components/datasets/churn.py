@@ -233,7 +233,7 @@ def generate(rows: int, seed: int = 0, drift: bool = False) -> pd.DataFrame:
 
 
 SPEC_TEMPLATE = """\
-# kubeloop project spec for the synthetic churn demo (written by `kubeloop demo`).
+# kubeloop project spec for the synthetic churn demo (written by `kubeloop data demo`).
 name: churn
 data:
   source: churn.csv          # monthly customer snapshots (dirty on purpose)

@@ -13,6 +13,7 @@ from kubeloop.components.core.errors import KubeloopError
 from kubeloop.pipelines.cli.batch import compile_batch_scoring, score_command
 from kubeloop.pipelines.cli.common import print_json, user_errors
 from kubeloop.pipelines.cli.models import app as models_app
+from kubeloop.pipelines.cli.monitor import app as monitor_app
 from kubeloop.pipelines.cli.predict import predict_command
 from kubeloop.pipelines.cli.rollout import app as rollout_app
 from kubeloop.pipelines.cli.runs import app as runs_app
@@ -37,6 +38,7 @@ app.add_typer(models_app, name="models", help="Registered models (BentoML store)
 app.add_typer(runs_app, name="runs", help="Pipeline run history.")
 app.add_typer(trigger_app, name="trigger", help="Retrain trigger (Alertmanager webhook).")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(monitor_app, name="monitor")
 app.command("predict")(predict_command)
 app.command("serve")(serve_command)
 pipeline_app.command("score")(score_command)

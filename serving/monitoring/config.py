@@ -3,8 +3,9 @@
 :func:`write_local_configs` writes, into one folder, ``prometheus.yml`` (scrape targets,
 the packaged rules, alerting to Alertmanager), ``alertmanager.yml`` (alerts labelled
 ``action: retrain`` to the retrain trigger's webhook, grouped by alert name; the others to
-an optional webhook or nowhere) and a copy of ``rules.yaml``; ``kubeloop demo`` starts
-``prometheus`` and ``prometheus-alertmanager`` with them. On a cluster, the Helm chart
+an optional webhook or nowhere) and a copy of ``rules.yaml``; ``kubeloop monitor config``
+writes them for a project and prints the ``prometheus`` and ``prometheus-alertmanager``
+commands that use them. On a cluster, the Helm chart
 renders the same rules into a PrometheusRule and the Alertmanager route into an
 AlertmanagerConfig instead.
 """
