@@ -15,7 +15,7 @@ from rich.console import Console
 
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.spec import Spec
-from kubeloop.pipelines.cli.common import JsonOption, print_json, user_errors
+from kubeloop.pipelines.cli.common import JsonOption, SpecOption, print_json, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.predict.task import ScoreResult
@@ -194,9 +194,7 @@ def score_command(
             "--output", "-o", help="Where to write the scores (.csv or .parquet, by suffix)."
         ),
     ],
-    spec: Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")] = Path(
-        "kubeloop.yaml"
-    ),
+    spec: SpecOption = Path("kubeloop.yaml"),
     model: Annotated[
         str,
         typer.Option(

@@ -1,4 +1,5 @@
-"""What every `kubeloop` sub-app shares: user-error handling and JSON output."""
+"""What every `kubeloop` sub-app shares: the --spec and --json options, user-error handling
+and JSON output."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -15,6 +17,7 @@ from kubeloop.components.core.errors import KubeloopError
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")]
 
 
 def user_errors(fn: F) -> F:

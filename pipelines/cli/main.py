@@ -11,7 +11,7 @@ from rich.console import Console
 from kubeloop import __version__
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.pipelines.cli.batch import compile_batch_scoring, score_command
-from kubeloop.pipelines.cli.common import print_json, user_errors
+from kubeloop.pipelines.cli.common import SpecOption, print_json, user_errors
 from kubeloop.pipelines.cli.models import app as models_app
 from kubeloop.pipelines.cli.monitor import app as monitor_app
 from kubeloop.pipelines.cli.predict import predict_command
@@ -44,10 +44,6 @@ app.command("serve")(serve_command)
 pipeline_app.command("score")(score_command)
 
 out_console = Console()
-
-SpecOption = Annotated[
-    Path, typer.Option("--spec", "-s", help="Project spec file.", show_default=True)
-]
 
 
 def _version(value: bool) -> None:

@@ -7,14 +7,12 @@ from typing import Annotated
 
 import typer
 
-from kubeloop.pipelines.cli.common import user_errors
+from kubeloop.pipelines.cli.common import SpecOption, user_errors
 
 app = typer.Typer(
     help="Prometheus + Alertmanager on one machine: configs for kubeloop's rules and services.",
     no_args_is_help=True,
 )
-
-SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")]
 
 
 @app.command("config")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console, Group
 from rich.table import Table
 
-from kubeloop.pipelines.cli.common import JsonOption, print_json, user_errors
+from kubeloop.pipelines.cli.common import JsonOption, SpecOption, print_json, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.core.spec import Spec
@@ -45,7 +45,6 @@ EXIT_ROLLED_BACK = 3
 app = typer.Typer(help=RULES, no_args_is_help=True)
 err_console = Console(stderr=True)
 
-SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")]
 GatewayOption = Annotated[
     str | None,
     typer.Option(help="Gateway URL (default: http://<serve.host>:<serve.port>)."),

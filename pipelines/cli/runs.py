@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from kubeloop.pipelines.cli.common import JsonOption, print_json, user_errors
+from kubeloop.pipelines.cli.common import JsonOption, SpecOption, print_json, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.tracking.store import RunRecord, RunStore
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Pipeline run history (records under the spec's workdir).", no_args_is_help=True
 )
-SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")]
 STATUS_COLOUR = {"succeeded": "green", "gate_failed": "yellow", "running": "cyan"}
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from kubeloop.pipelines.cli.common import user_errors
+from kubeloop.pipelines.cli.common import SpecOption, user_errors
 
 if TYPE_CHECKING:
     from kubeloop.components.core.spec import Spec
@@ -84,9 +84,7 @@ def _remote_spec(spec: Spec, stable_url: str, canary_url: str | None) -> Path:
 
 
 def serve_command(
-    spec: Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")] = Path(
-        "kubeloop.yaml"
-    ),
+    spec: SpecOption = Path("kubeloop.yaml"),
     host: Annotated[
         str | None, typer.Option(help="Gateway address (default: serve.host of the spec).")
     ] = None,

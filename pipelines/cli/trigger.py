@@ -7,14 +7,12 @@ from typing import Annotated
 
 import typer
 
-from kubeloop.pipelines.cli.common import JsonOption, print_json, user_errors
+from kubeloop.pipelines.cli.common import JsonOption, SpecOption, print_json, user_errors
 
 app = typer.Typer(
     help="Retrain trigger: Alertmanager webhook -> retraining run -> gate -> canary.",
     no_args_is_help=True,
 )
-
-SpecOption = Annotated[Path, typer.Option("--spec", "-s", help="Project spec file.")]
 
 
 @app.command("serve")
