@@ -20,6 +20,9 @@ Endpoints (JSON):
   model, variant, request_id);
 * ``POST /predict_batch`` ``{"rows": [...]}`` or ``{"entity_ids": [...]}`` ->
   ``{"request_id", "predictions": [...]}`` in row order;
+* ``POST /feedback`` ``{"labels": [{"request_id", "row", "label"}, ...]}`` -> ground-truth
+  labels for answered rows, logged and joined to live quality metrics
+  (:mod:`kubeloop.serving.feedback.api`);
 * ``/readyz`` (503 until the stable model is ready), ``/livez``, ``/metrics``, and the admin
   API under ``/admin`` (:mod:`kubeloop.serving.admin`).
 
@@ -75,6 +78,14 @@ from kubeloop.serving.backends import (
     VariantFailed,
 )
 from kubeloop.serving.drift.live import LiveDrift
+from kubeloop.serving.feedback.api import (
+    Feedback,
+    FeedbackRefused,
+    FeedbackRequest,
+    FeedbackResponse,
+    LabelIn,
+)
+from kubeloop.serving.feedback.live import LiveQuality
 from kubeloop.serving.metrics import GatewayOutcome, GatewayVariant, gateway_metrics
 from kubeloop.serving.routing import (
     PHASES,
@@ -193,6 +204,7 @@ class Gateway:
         lookup: Any | None = None,
         prediction_log: Any | None = None,
         drift: LiveDrift | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         """BentoML calls ``Gateway()``: the spec, stable and canary come from the bento
         arguments. Tests pass them (and a feature lookup / prediction log / drift checks)
@@ -222,6 +234,7 @@ class Gateway:
         # the request path: windows are filled here, checked in the monitor's thread).
         self._drift = drift if drift is not None else LiveDrift(spec, loader=loader)
         self._drift.start()
+        self._feedback = feedback if feedback is not None else self._open_feedback()
         self._admin_lock = asyncio.Lock()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         # The model each in-process batch queue scores with; kept after a swap or rollback
@@ -291,6 +304,11 @@ class Gateway:
 
         dropped = self.metrics.log_dropped
         return PredictionLog(self.spec.prediction_log_dir, on_drop=lambda n: dropped.inc(n))
+
+    def _open_feedback(self) -> Feedback:
+        mon = self.spec.monitor
+        live = LiveQuality(self.metrics, window=mon.quality_window, min_labels=mon.min_labels)
+        return Feedback(self.spec.feedback_dir, live, max_labels=self.serve.max_rows)
 
     def _warm_lookup(self) -> None:
         """Open the feature store once the stable model is known, so the first entity-id
@@ -389,6 +407,17 @@ class Gateway:
             return self._error(err, ctx)
         return GatewayBatchResponse(request_id=rid, predictions=out)
 
+    @bentoml.api(input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    async def feedback(
+        self, labels: list[LabelIn], ctx: bentoml.Context = NO_CONTEXT
+    ) -> FeedbackResponse | JSONResponse:
+        """Ground-truth labels of answered rows: logged, then joined to live quality."""
+        stable = self._ready("stable")
+        try:
+            return await self._feedback.receive(labels, stable.metadata if stable else None)
+        except FeedbackRefused as err:
+            return self._error(GatewayError(err.status, err.body), ctx)
+
     @staticmethod
     def _request_id(given: str | None, ctx: bentoml.Context | None) -> str:
         if given:
@@ -466,7 +495,9 @@ class Gateway:
         if failed:
             raise GatewayError(502, {"detail": "; ".join(failed)})
         predictions = cast(list[GatewayPrediction], out)
-        self._log_predictions(req, predictions, [p.variant for p in predictions], shadow=False)
+        variants = [p.variant for p in predictions]
+        self._log_predictions(req, predictions, variants, shadow=False)
+        self._feedback.remember(req.request_id, range(n), predictions, variants, meta, shadow=False)
         for slot, idx in groups.items():
             self._observe_drift(slot, [valid[i] for i in idx], [predictions[i] for i in idx])
         if canary is not None and self.serve.shadow_percent > 0:
@@ -575,6 +606,11 @@ class Gateway:
             [req.entity_ids[i] for i in idx] if req.entity_ids is not None else None,
         )
         self._log_predictions(sub, predictions, ["shadow"] * len(idx), shadow=True, rows=idx)
+        if canary.metadata is not None:
+            shadows = ["shadow"] * len(idx)
+            self._feedback.remember(
+                req.request_id, idx, predictions, shadows, canary.metadata, shadow=True
+            )
         self._observe_drift("shadow", rows, predictions)
 
     def _observe_drift(
@@ -743,7 +779,7 @@ class JsonOnly:
     type (form, multipart, BentoML's pickle) is a 415 with a JSON body, instead of reaching
     a BentoML parser that may fail with a 500 on a body it cannot read."""
 
-    PATHS = frozenset({"/predict", "/predict_batch"})
+    PATHS = frozenset({"/predict", "/predict_batch", "/feedback"})
 
     def __init__(self, app: Any) -> None:
         self.app = app

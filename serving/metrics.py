@@ -48,6 +48,13 @@ GATEWAY_FEATURE_LOOKUP_SECONDS = f"{GATEWAY_PREFIX}_feature_lookup_seconds"  # (
 GATEWAY_WEIGHT_PERCENT = f"{GATEWAY_PREFIX}_weight_percent"  # variant: current traffic share
 GATEWAY_ROLLOUT_PHASE = f"{GATEWAY_PREFIX}_rollout_phase"  # phase: 1 for the current phase
 GATEWAY_PREDICTION_LOG_DROPPED_TOTAL = f"{GATEWAY_PREFIX}_prediction_log_dropped_total"
+# Ground-truth feedback (POST /feedback), counted when a label joins a recently served row.
+GATEWAY_FEEDBACK_LABELS_TOTAL = f"{GATEWAY_PREFIX}_feedback_labels_total"  # variant, model
+# variant, model, predicted_class, actual_class (classification confusion counts)
+GATEWAY_FEEDBACK_OUTCOMES_TOTAL = f"{GATEWAY_PREFIX}_feedback_outcomes_total"
+GATEWAY_FEEDBACK_ABSOLUTE_ERROR = f"{GATEWAY_PREFIX}_feedback_absolute_error"  # variant, model
+# variant, model, metric (accuracy | f1 | roc_auc | mae | rmse) over the last labelled rows
+GATEWAY_LIVE_QUALITY = f"{GATEWAY_PREFIX}_live_quality"
 
 Outcome = Literal["ok", "invalid", "error", "unavailable"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "invalid", "error", "unavailable")
@@ -66,6 +73,8 @@ _STEPS = tuple(m * 10.0**k for k in range(-2, 7) for m in (1, 2, 5))
 VALUE_BUCKETS = (*sorted(-s for s in _STEPS), 0.0, *_STEPS)
 # P(positive class) of binary models: 0.05 .. 1.0 in 0.05 steps.
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# |prediction - label| of regression models, in the label's units (see VALUE_BUCKETS).
+ERROR_BUCKETS = (0.0, *_STEPS)
 
 
 def _counter_base(name: str) -> str:
@@ -153,6 +162,10 @@ class GatewayMetrics:
     weight: Gauge  # variant
     phase: Gauge  # phase
     log_dropped: Counter  # (none)
+    feedback_labels: Counter  # variant, model
+    feedback_outcomes: Counter  # variant, model, predicted_class, actual_class
+    feedback_error: Histogram  # variant, model
+    live_quality: Gauge  # variant, model, metric
 
     def observe_request(
         self, variant: GatewayVariant, model: str, outcome: GatewayOutcome, seconds: float
@@ -254,5 +267,28 @@ def gateway_metrics() -> GatewayMetrics:
         log_dropped=Counter(
             _counter_base(GATEWAY_PREDICTION_LOG_DROPPED_TOTAL),
             "Prediction log records dropped because the writer's queue was full.",
+        ),
+        feedback_labels=Counter(
+            _counter_base(GATEWAY_FEEDBACK_LABELS_TOTAL),
+            "Ground-truth labels joined to a row the variant served (POST /feedback).",
+            ["variant", "model"],
+        ),
+        feedback_outcomes=Counter(
+            _counter_base(GATEWAY_FEEDBACK_OUTCOMES_TOTAL),
+            "Labelled rows by predicted and actual class (classification confusion counts).",
+            ["variant", "model", "predicted_class", "actual_class"],
+        ),
+        feedback_error=Histogram(
+            GATEWAY_FEEDBACK_ABSOLUTE_ERROR,
+            "Absolute error |prediction - label| of labelled rows (regression), label units.",
+            ["variant", "model"],
+            buckets=ERROR_BUCKETS,
+        ),
+        live_quality=Gauge(
+            GATEWAY_LIVE_QUALITY,
+            "Quality over the last monitor.quality_window labelled rows (accuracy, f1, roc_auc "
+            "or mae, rmse), exported once monitor.min_labels rows are labelled.",
+            ["variant", "model", "metric"],
+            multiprocess_mode=mode,
         ),
     )

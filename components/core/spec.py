@@ -266,14 +266,15 @@ class EvaluateSpec(Section):
     calibration_bins: int = 10
 
 
-BUILTIN_CHECKS = ("success_rate", "latency_p99_ratio", "prediction_psi")
+# live_quality_delta needs ground-truth labels (POST /feedback): never a default check.
+BUILTIN_CHECKS = ("success_rate", "latency_p99_ratio", "prediction_psi", "live_quality_delta")
 
 
 class AnalysisCheck(Section):
     """One canary analysis metric (Argo Rollouts' AnalysisTemplate metric, as data).
 
-    A built-in name (``success_rate``, ``latency_p99_ratio``, ``prediction_psi``) needs no
-    query; any other name needs ``query``: PromQL returning one number, where ``{variant}``,
+    A built-in name (``success_rate``, ``latency_p99_ratio``, ``prediction_psi``,
+    ``live_quality_delta``) needs no query; any other name needs ``query``: PromQL returning one number, where ``{variant}``,
     ``{stable}``/``{canary}`` (model tags) and ``{window}`` (e.g. ``60s``) are filled in.
     The check passes when ``min <= value <= max`` (either bound may be omitted)."""
 
@@ -319,6 +320,8 @@ class ServeSpec(Section):
     canary_steps: list[int] = Field(default_factory=lambda: [5, 10, 25, 50, 100])
     interval_s: float = Field(default=60.0, gt=0)
     min_requests: int = Field(default=20, ge=1)  # per variant per window, else insufficient-data
+    # live_quality_delta: labelled rows per variant per window, else insufficient-data.
+    min_labels: int = Field(default=100, ge=1)
     failure_limit: int = Field(default=0, ge=0)  # failed analyses tolerated before rollback
     deadline_s: float = Field(default=1800.0, gt=0)  # insufficient data this long: roll back
     analysis: list[AnalysisCheck] = Field(default_factory=_default_checks)
@@ -357,12 +360,28 @@ class MonitorSpec(Section):
     false_alarm_rate: float = Field(
         default=0.01, gt=0, lt=0.5, description="Drift checks' false-alarm rate per window."
     )
+    quality_window: int = Field(
+        default=1000, ge=1, description="Live quality: the last N labelled rows per variant."
+    )
+    min_labels: int = Field(
+        default=100, ge=1, description="Live quality is exported once this many rows are labelled."
+    )
+
+    @model_validator(mode="after")
+    def _labels_fit_window(self) -> MonitorSpec:
+        if self.min_labels > self.quality_window:
+            raise ValueError(
+                f"min_labels ({self.min_labels}) must be <= quality_window ({self.quality_window})"
+            )
+        return self
 
 
 class RetrainSpec(Section):
     enabled: bool = True
     cooldown_s: float = 3600.0
     daily_budget: int = 3
+    # Ingest appends labelled serving traffic (prediction log x label log) to data.source.
+    use_feedback: bool = True
 
 
 class Spec(Section):
@@ -389,6 +408,11 @@ class Spec(Section):
     def prediction_log_dir(self) -> Path:
         """Where the gateway's prediction log goes (Parquet files, one folder per day)."""
         return Path(self.serve.prediction_log or Path(self.workdir) / "prediction_log")
+
+    @property
+    def feedback_dir(self) -> Path:
+        """Ground-truth labels (POST /feedback, `kubeloop feedback import`): Parquet parts."""
+        return Path(self.workdir) / "feedback"
 
     @property
     def rollouts_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""Ground-truth feedback: the label log, the live join in the gateway, the offline join."""
