@@ -8,7 +8,9 @@ timestamp are dropped. Exact duplicate rows are dropped only when the spec names
 or a timestamp (then a repeated record is the same event sent twice); in a plain feature
 table identical rows are separate observations, so they are kept (and counted).
 Impossible values, outliers and nulls stay: validation must see them, and cleaning fits
-its parameters on train only.
+its parameters on train only. With ``retrain.use_feedback`` the labelled serving traffic is
+appended to the source first (:mod:`kubeloop.components.ingest.feedback`); the audit counts
+it (``feedback_rows``, ``feedback_skipped_*``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class IngestResult(BaseModel):
     fingerprint: str
     audit: dict[str, int]
     numeric_coerced: list[str] = []
+    feedback_rows: int = 0  # labelled serving rows appended (retrain.use_feedback)
 
 
 def _check_columns(df: pd.DataFrame, spec: Spec) -> None:
@@ -192,7 +195,17 @@ def run(spec: Spec, out_path: str, audit_path: str, *, now: datetime | None = No
     _check_columns(raw, spec)
     if spec.data.label not in raw.columns:
         resolve_task(raw, spec)  # raises the DataError naming the columns
+    extra: dict[str, int] = {}
+    if spec.retrain.use_feedback:
+        import pandas as pd
+
+        from kubeloop.components.ingest.feedback import feedback_rows
+
+        rows, extra = feedback_rows(spec, raw)
+        if len(rows):
+            raw = pd.concat([raw, rows], ignore_index=True)
     df, audit, coerced = normalize(raw, spec, now=now)
+    audit.update(extra)
     if df.empty:
         raise DataError(
             f"data.source: no rows left after ingest of {spec.data.source} "
@@ -210,4 +223,5 @@ def run(spec: Spec, out_path: str, audit_path: str, *, now: datetime | None = No
         fingerprint=fingerprint(df),
         audit=audit,
         numeric_coerced=coerced,
+        feedback_rows=audit.get("feedback_rows", 0),
     )

@@ -6,7 +6,8 @@ Verdict, in this order:
 2. ``insufficient-data``: either variant served fewer than ``serve.min_requests`` judged
    requests in its window (the traffic gate, always run first);
 3. ``fail``: a check has a number outside its bounds;
-4. ``insufficient-data``: a check has no number (empty result or NaN: no data is never a pass);
+4. ``insufficient-data``: a check has no number (empty result or NaN: no data is never a pass;
+   ``live_quality_delta`` with fewer than ``serve.min_labels`` labelled rows per variant);
 5. ``pass``.
 
 A failing check with data is decisive even when another check has no data (a canary whose
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from kubeloop.components.core.spec import AnalysisCheck, ServeSpec
 from kubeloop.serving.rollout.prometheus import PrometheusClient, PrometheusUnavailable, QueryError
+from kubeloop.serving.rollout.quality import quality_delta
 from kubeloop.serving.rollout.templates import (
     LATENCY_P99_RATIO,
     PREDICTED_CLASSES,
@@ -156,6 +158,17 @@ class Analysis:
     def _check(self, check: AnalysisCheck, args: dict[str, str]) -> CheckResult:
         if check.name == "prediction_psi":
             return self._psi(check, args)
+        if check.name == "live_quality_delta":
+            value, query, note = quality_delta(self.prometheus, args, self.serve.min_labels)
+            return CheckResult(
+                name=check.name,
+                query=query,
+                value=value,
+                min=check.min,
+                max=check.max,
+                passed=_judge(value, check.min, check.max),
+                note=note,
+            )
         if check.name == "success_rate":
             canary = {"variant": "canary", "model": args["canary"], "window": args["window"]}
             query = SUCCESS_RATE.render(**canary)

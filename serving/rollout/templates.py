@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubeloop.serving.metrics import (
+    GATEWAY_FEEDBACK_ABSOLUTE_ERROR,
+    GATEWAY_FEEDBACK_OUTCOMES_TOTAL,
     GATEWAY_PREDICTION_VALUE,
     GATEWAY_PREDICTIONS_TOTAL,
     GATEWAY_REQUEST_LATENCY_SECONDS,
@@ -109,6 +111,24 @@ PREDICTED_VALUES = MetricTemplate(
     "cumulative histogram of predicted values in the window",
 )
 
+# Ground-truth feedback (live_quality_delta): labels that arrived in the window.
+FEEDBACK_OUTCOMES = MetricTemplate(
+    "feedback_outcomes",
+    "sum by (predicted_class, actual_class) "
+    f"(increase({_selector(GATEWAY_FEEDBACK_OUTCOMES_TOTAL)}[{{window}}]))",
+    "labelled rows per (predicted, actual) class in the window (classification)",
+)
+FEEDBACK_ERROR_SUM = MetricTemplate(
+    "feedback_error_sum",
+    f"sum(increase({_selector(GATEWAY_FEEDBACK_ABSOLUTE_ERROR + '_sum')}[{{window}}]))",
+    "summed absolute error of the rows labelled in the window (regression)",
+)
+FEEDBACK_ERROR_COUNT = MetricTemplate(
+    "feedback_error_count",
+    f"sum(increase({_selector(GATEWAY_FEEDBACK_ABSOLUTE_ERROR + '_count')}[{{window}}]))",
+    "rows labelled in the window (regression)",
+)
+
 
 def _for(template: MetricTemplate, variant: str, window_arg: str) -> str:
     """`template` with {variant}/{model}/{window} bound to one side of the comparison."""
@@ -125,7 +145,17 @@ LATENCY_P99_RATIO = MetricTemplate(
     "canary p99 latency / stable p99 latency",
 )
 BUILTIN_TEMPLATES: dict[str, MetricTemplate] = {
-    t.name: t for t in (REQUESTS, SUCCESS_RATE, LATENCY_P99, PREDICTED_CLASSES, PREDICTED_VALUES)
+    t.name: t
+    for t in (
+        REQUESTS,
+        SUCCESS_RATE,
+        LATENCY_P99,
+        PREDICTED_CLASSES,
+        PREDICTED_VALUES,
+        FEEDBACK_OUTCOMES,
+        FEEDBACK_ERROR_SUM,
+        FEEDBACK_ERROR_COUNT,
+    )
 }
 
 
