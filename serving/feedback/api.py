@@ -27,7 +27,13 @@ from kubeloop.serving.feedback.labels import LabelError, check_label, records, w
 from kubeloop.serving.feedback.live import LiveQuality, Served
 from kubeloop.serving.schemas import Prediction, RequestId, VariantMetadata, too_many_rows
 
-LabelValue = Annotated[str | int | float | bool, Field(allow_inf_nan=False)]
+# Strict members: a label keeps its JSON type ("1" and 1 are matched to classes later).
+LabelValue = (
+    Annotated[str, Field(strict=True, max_length=1000)]
+    | Annotated[bool, Field(strict=True)]
+    | Annotated[int, Field(strict=True)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+)
 
 
 class LabelIn(BaseModel):
