@@ -100,6 +100,9 @@ class Feedback:
             if positive is not None:
                 score = (p.probabilities or {}).get(str(positive), 0.0)
             served.append((row, Served(variant, p.model, meta.task, p.prediction, score, positive)))
+        for variant, model in {(v, p.model) for p, v in zip(predictions, variants, strict=True)}:
+            if len(meta.classes) <= 20:  # confusion series: classes squared
+                self.live.init_series(variant, model, meta.task, meta.classes)
         self.live.remember(request_id, served, shadow)
 
     async def receive(

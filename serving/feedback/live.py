@@ -64,7 +64,23 @@ class LiveQuality:
         # (variant, model) -> last `window` (prediction, label, score) triples
         self._windows: dict[tuple[str, str], collections.deque[tuple[Any, Any, float | None]]] = {}
         self._kinds: dict[tuple[str, str], tuple[str, Any]] = {}  # -> (task, positive class)
+        self._initialised: set[tuple[str, str]] = set()  # (variant, model) with series
         self._lock = threading.Lock()
+
+    def init_series(self, variant: str, model: str, task: str, classes: Sequence[Any]) -> None:
+        """Create a served model's feedback series at 0 before its first label: Prometheus'
+        increase() cannot count the first value of a series it never saw at 0."""
+        if (variant, model) in self._initialised:
+            return
+        self._initialised.add((variant, model))
+        m, vm = self.metrics, {"variant": variant, "model": model}
+        m.feedback_labels.labels(**vm)
+        if task == "regression":
+            m.feedback_error.labels(**vm)
+            return
+        for p in classes:
+            for a in classes:
+                m.feedback_outcomes.labels(**vm, predicted_class=str(p), actual_class=str(a))
 
     def remember(self, request_id: str, rows: Sequence[tuple[int, Served]], shadow: bool) -> None:
         with self._lock:
