@@ -274,8 +274,9 @@ class AnalysisCheck(Section):
     """One canary analysis metric (Argo Rollouts' AnalysisTemplate metric, as data).
 
     A built-in name (``success_rate``, ``latency_p99_ratio``, ``prediction_psi``,
-    ``live_quality_delta``) needs no query; any other name needs ``query``: PromQL returning one number, where ``{variant}``,
-    ``{stable}``/``{canary}`` (model tags) and ``{window}`` (e.g. ``60s``) are filled in.
+    ``live_quality_delta``) needs no query; any other name needs ``query``: PromQL returning
+    one number, where ``{variant}``, ``{stable}``/``{canary}`` (model tags) and ``{window}``
+    (e.g. ``60s``) are filled in.
     The check passes when ``min <= value <= max`` (either bound may be omitted)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
