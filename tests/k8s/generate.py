@@ -1,4 +1,5 @@
-"""Generate what must not drift: the spec part of the chart's values schema and k8s/base.
+"""Generate what must not drift: the spec part of the chart's values schema, the chart's
+Grafana dashboards and k8s/base.
 
     python -m tests.k8s.generate          # rewrite both
     python -m tests.k8s.generate --check  # exit 1 when a checked-in copy differs
@@ -6,6 +7,8 @@
 * ``helm/kubeloop/values.schema.json``: the ``$defs`` of the project spec (``Spec`` and its
   sections) come from the pydantic model, so `helm install` rejects what `kubeloop` would.
   The hand-written chart definitions (``chart*``) and properties are kept as they are.
+* ``helm/kubeloop/dashboards/*.json``: built by :mod:`tests.k8s.dashboards` from the metric
+  names the package defines.
 * ``k8s/base``: the chart rendered with ``k8s/base/values.yaml`` (one file per object) and
   ``k8s/base/monitoring`` (a kustomize Component: ServiceMonitor, PrometheusRule, dashboards).
   Helm-only metadata is replaced: ``managed-by: kustomize``, no ``helm.sh/chart`` label.
@@ -25,6 +28,7 @@ import yaml
 
 from kubeloop.components.core.io import write_text_atomic
 from tests.k8s.chart import BASE_DIR, CHART_DIR, Obj, is_hook, load_values, render
+from tests.k8s.dashboards import dashboard_files
 
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
 BASE_VALUES = BASE_DIR / "values.yaml"
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     schema = schema_text()
     if args.check:
-        expected = {SCHEMA_PATH: schema, **base_files()}
+        expected = {SCHEMA_PATH: schema, **dashboard_files(), **base_files()}
         stale = stale_base_files()
         differ = [p for p, text in expected.items() if not p.exists() or p.read_text() != text]
         for p in [*differ, *stale]:
@@ -146,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             print("run: python -m tests.k8s.generate", file=sys.stderr)
             return 1
         return 0
-    # The schema first: rendering the base validates its values against it.
+    # The schema and dashboards first: rendering the base validates its values against the
+    # schema and reads the dashboards.
     write_text_atomic(SCHEMA_PATH, schema)
+    for p, text in dashboard_files().items():
+        write_text_atomic(p, text)
+        print(f"wrote {p.relative_to(CHART_DIR.parents[1])}")
     expected = base_files()
     for p in stale_base_files():
         p.unlink()

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from kubeloop.components.core.spec import parse_spec
-from kubeloop.serving import metrics
 from tests.k8s.chart import (
     CHART_DIR,
     KUBE_VERSIONS,
@@ -481,25 +480,17 @@ def test_the_packaged_rules_are_rendered_unchanged(renders: dict[str, Rendered])
     assert [g["name"] for g in groups[len(packaged) :]] == ["kubeloop.kubernetes"]
 
 
-# Every metric name serving/metrics.py defines (the one place names live).
-KNOWN_METRICS = {
-    v
-    for n, v in vars(metrics).items()
-    if n.isupper() and isinstance(v, str) and v.startswith("kubeloop_")
-}
-
-
-def _metric_names(text: str) -> set[str]:
-    names = set(re.findall(r"(?<![a-z_:])kubeloop_[a-z_]+(?![a-z_:])", text))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
-
-
 def test_dashboards_use_the_defined_metric_names(renders: dict[str, Rendered]) -> None:
-    """(The packaged rules' names are checked where they live, tests/serving/monitoring.)"""
+    """Every kubeloop sample name the rendered dashboards select is one the package exposes
+    (kubeloop.serving.monitoring.catalog; the packaged rules' names are checked where they
+    live, tests/serving/monitoring; tests/k8s/test_dashboards.py checks the JSON itself)."""
+    from kubeloop.serving.monitoring.catalog import exposed_names, metric_families
+
     m = renders["monitoring"]
     dashboards = json.dumps([o["data"] for o in m.objects if o["kind"] == "ConfigMap"])
-    used = _metric_names(dashboards)
-    assert used and used <= KNOWN_METRICS, sorted(used - KNOWN_METRICS)
+    used = set(re.findall(r"(?<![a-z_:])kubeloop_[a-z_]+(?![a-z_:])", dashboards))
+    defined = exposed_names(metric_families(missing_ok=False))
+    assert used and used <= defined, sorted(used - defined)
 
 
 def test_test_hook_checks_the_gateway(renders: dict[str, Rendered]) -> None:

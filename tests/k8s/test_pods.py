@@ -25,6 +25,7 @@ import yaml
 
 from kubeloop.serving import metrics
 from tests.k8s.chart import REPO, Rendered, render
+from tests.k8s.dashboards import promql
 from tests.k8s.podrun import Pod, PodRunner, start_dockerd
 
 # One worker with test_images.py: both build the images (cached after the first build).
@@ -323,7 +324,7 @@ def test_dashboard_queries_run_against_prometheus_scraping_the_pods(
     assert {p["title"] for p in panels} >= PANELS_WITH_DATA
     for panel in panels:
         for target in panel["targets"]:
-            expr = target["expr"].replace("$namespace", ".*")
+            expr = promql(target["expr"])  # as Grafana sends it ($namespace = .*)
             if panel["title"] in PANELS_WITH_DATA:
                 assert prometheus.wait_for_series(expr), panel["title"]
             else:
