@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -120,3 +122,22 @@ def test_the_chart_renders_one_labelled_configmap_per_dashboard() -> None:
         assert json.loads(text) == DASHBOARDS[key.removesuffix(".json")]
     defaults = render(load_values(CI_DIR / "default-values.yaml")).objects
     assert not [o for o in defaults if "grafana_dashboard" in o["metadata"].get("labels", {})]
+
+
+def test_readme_import_example_builds_grafana_api_payloads() -> None:
+    """README's by-hand import: its jq filter, run on every dashboard, makes the body of
+    Grafana's POST /api/dashboards/db (no Grafana here to send it to)."""
+    text = (DASHBOARDS_DIR.parents[2] / "README.md").read_text()
+    section = text[text.index("### Dashboards") :]
+    block = section[
+        section.index("```bash\n") + 8 : section.index("```", section.index("```bash\n") + 8)
+    ]
+    assert "helm/kubeloop/dashboards/*.json" in block and "/api/dashboards/db" in block
+    (jq_filter,) = re.findall(r"jq '([^']+)'", block)
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    for name, dashboard in DASHBOARDS.items():
+        path = DASHBOARDS_DIR / f"{name}.json"
+        out = subprocess.run(["jq", jq_filter, str(path)], capture_output=True, check=True)
+        body = json.loads(out.stdout)
+        assert body == {"dashboard": dashboard, "overwrite": True}

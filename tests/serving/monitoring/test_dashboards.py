@@ -18,6 +18,7 @@ the gateway has no /feedback.
 from __future__ import annotations
 
 import contextlib
+import math
 import subprocess
 import time
 from collections.abc import Iterator
@@ -263,7 +264,8 @@ def test_panel_query_runs_and_returns_data(
         if missing := _feedback_missing(stack, expr):
             pytest.fail(f"{dashboard} / {panel['title']}: {missing}")
         found = wait_for(f"{panel['title']}: {expr}", lambda e=expr: stack.query(e), DATA_S)
-        assert found
+        values = [float(r["value"][1]) for r in found]
+        assert any(math.isfinite(v) for v in values), f"{panel['title']}: {expr} -> {found}"
         if not target.get("instant"):  # graphs ask for a range
             assert stack.query(expr, span_s=60), f"{panel['title']}: no range data for {expr}"
 
