@@ -12,6 +12,7 @@ from kubeloop import __version__
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.pipelines.cli.batch import compile_batch_scoring, score_command
 from kubeloop.pipelines.cli.common import SpecOption, print_json, user_errors
+from kubeloop.pipelines.cli.demo import demo_command
 from kubeloop.pipelines.cli.feedback import app as feedback_app
 from kubeloop.pipelines.cli.models import app as models_app
 from kubeloop.pipelines.cli.monitor import app as monitor_app
@@ -43,6 +44,7 @@ app.add_typer(monitor_app, name="monitor")
 app.add_typer(feedback_app, name="feedback")
 app.command("predict")(predict_command)
 app.command("serve")(serve_command)
+app.command("demo")(demo_command)
 pipeline_app.command("score")(score_command)
 
 out_console = Console()

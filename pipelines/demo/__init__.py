@@ -1,0 +1,1 @@
+"""`kubeloop demo`: the whole loop on one machine — train, serve, drift, retrain, roll out."""
