@@ -17,6 +17,8 @@ EXIT_ROLLED_BACK = 3  # as `kubeloop rollout start`
 
 def _check_free(port: int, what: str, option: str) -> int:
     with socket.socket() as s:
+        # As servers bind: connections of a previous run waiting in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -32,12 +34,12 @@ def demo_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Demo folder: data, spec, state, logs.")
     ] = Path(".kubeloop-demo"),
-    rows: Annotated[int, typer.Option(min=2000, help="Rows per period of demo data.")] = 20000,
+    rows: Annotated[int, typer.Option(min=2000, help="Rows per period of demo data.")] = 10000,
     seed: Annotated[int, typer.Option(help="Random seed of the demo data.")] = 0,
     steady: Annotated[
         float, typer.Option(min=0, help="Seconds of held-out traffic before the drift starts.")
     ] = 45.0,
-    rate: Annotated[float, typer.Option(min=1, help="Requests per second to replay.")] = 20.0,
+    rate: Annotated[float, typer.Option(min=1, help="Requests per second to replay.")] = 40.0,
     timeout: Annotated[
         float, typer.Option(min=60, help="Give up this many seconds after the drift onset.")
     ] = 900.0,

@@ -29,7 +29,7 @@ from kubeloop.pipelines.demo.project import Ports, Project, prepare
 from kubeloop.pipelines.demo.stack import KUBELOOP, Stack
 from kubeloop.pipelines.demo.traffic import Replay, load_rows
 from kubeloop.pipelines.demo.view import event_line, live_view
-from kubeloop.pipelines.demo.watch import Event, Snapshot, Watcher
+from kubeloop.pipelines.demo.watch import EPISODE_KEYS, Event, Snapshot, Watcher
 
 Outcome = Literal["promoted", "rolled_back", "gate_failed", "failed", "timed_out"]
 TIMELINE_FILE = "timeline.json"
@@ -44,6 +44,7 @@ class DemoResult:
     seconds_to_promotion: float | None  # drift onset -> promoted
     first_model: str
     production: str | None
+    traffic: dict[str, Any] = field(default_factory=dict)  # requests, answers, labels
     events: list[Event] = field(default_factory=list)
     timeline: str = ""
 
@@ -53,10 +54,10 @@ class DemoResult:
 
 @dataclass
 class Options:
-    rows: int = 20000
+    rows: int = 10000
     seed: int = 0
     steady_s: float = 45.0  # held-out traffic before the drift period starts
-    rate: float = 20.0  # requests per second
+    rate: float = 40.0  # requests per second
     timeout_s: float = 900.0  # drift onset -> give up
     label_delay_s: float = 5.0
 
@@ -127,8 +128,6 @@ def run_demo(
     watcher.mark("first-model", f"first model {first} trained and put in production")
     stack = Stack(project, env)
     replay: Replay | None = None
-    onset: float | None = None
-    outcome: tuple[Outcome, str] | None = None
     with ExitStack() as cleanup:
         cleanup.callback(stack.stop)
         cleanup.callback(watcher.close)
@@ -163,6 +162,7 @@ def run_demo(
         seconds_to_promotion=(promoted_at - onset) if promoted_at and onset else None,
         first_model=first,
         production=production,
+        traffic=replay.stats.summary() if replay is not None else {},
         events=watcher.events,
         timeline=str(project.folder / TIMELINE_FILE),
     )
@@ -195,6 +195,7 @@ def _watch(
                 replay.switch(drifted_rows, "drift")
                 onset = now
                 watcher.mark("onset", "drift onset: traffic switches to the shifted period")
+                watcher.forget(*EPISODE_KEYS)
             snap = watcher.poll()
             stage = "drifted traffic" if onset else "steady traffic"
             if console.is_terminal:

@@ -67,11 +67,14 @@ def loop_overrides(ports: Ports) -> dict[str, Any]:
             "canary_steps": [25, 50, 100],
             "interval_s": 20,
             "min_requests": 20,
+            "min_labels": 30,  # labelled rows per variant per window for live_quality_delta
             "deadline_s": 300,
             "analysis": [
                 {"name": "success_rate", "min": 0.99},
                 # Two shared cores: the gateway, the traffic and a pipeline run compete.
                 {"name": "latency_p99_ratio", "max": 3.0},
+                # Ground truth from the replayed labels: the canary may not be worse.
+                {"name": "live_quality_delta", "min": -0.02},
             ],
         },
         "monitor": {

@@ -77,6 +77,16 @@ class TrafficStats:
     def failed(self) -> int:
         return sum(v for k, v in self.answers.items() if not k.startswith("ok:"))
 
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.sent,
+            "answered_by_variant": self.by_variant(),
+            "failed": self.failed(),
+            "failed_by_status": {k: v for k, v in self.answers.items() if ":" not in k},
+            "labels_posted": self.labels_posted,
+            "labels_failed": self.labels_failed,
+        }
+
 
 class Replay:
     """Send rows to `gateway` at `rate` requests/s from `threads` threads until stopped.

@@ -18,6 +18,7 @@ from kubeloop.components.core.spec import Spec
 from kubeloop.serving.drift.metrics import DRIFT_SCORE, DRIFT_WINDOW_DRIFTED, DRIFT_WINDOW_ROWS
 
 DRIFT_ALERT = "ModelDriftDetected"
+EPISODE_KEYS = ("drift", "alert-pending", "alert-firing")
 
 
 @dataclass
@@ -61,6 +62,11 @@ class Watcher:
 
     def seen(self, key: str) -> bool:
         return key in self._seen
+
+    def forget(self, *keys: str) -> None:
+        """Let `keys` be recorded again (the drift onset starts the episode that counts; a
+        false alarm before it stays in the timeline as what it was)."""
+        self._seen.difference_update(keys)
 
     # ------------------------------------------------------------------ reading
 
@@ -110,13 +116,14 @@ class Watcher:
             self._files(snap)
         except Exception as err:  # a file caught mid-write is read again next poll
             snap.errors.append(f"state: {err}")
-        self._events(snap)
+        self.record(snap)
         self.last = snap
         return snap
 
     # ------------------------------------------------------------------ timeline
 
-    def _events(self, snap: Snapshot) -> None:
+    def record(self, snap: Snapshot) -> None:
+        """Add the timeline events `snap` shows for the first time."""
         if snap.drifted:
             features = ", ".join(f"{f} PSI {v:.2f}" for f, v in snap.top_drift)
             self.mark("drift", f"drift detected in the stable window ({features})")
