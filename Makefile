@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= .kubeloop-demo
-ROWS   ?= 20000
+ROWS   ?= 10000
 # torch first, pinned to the CPU build that lies on these machines' disk (see README).
 TORCH  ?= torch==2.13.0
 
@@ -18,10 +18,9 @@ $(BIN)/kubeloop: pyproject.toml
 
 venv: $(BIN)/kubeloop
 
+# The whole loop live: needs prometheus and prometheus-alertmanager on PATH (README).
 demo: venv
-	$(BIN)/kubeloop data demo --rows $(ROWS) --out $(DEMO)
-	$(BIN)/kubeloop pipeline run --spec $(DEMO)/kubeloop.yaml
-	$(BIN)/kubeloop models list
+	$(BIN)/kubeloop demo --rows $(ROWS) --out $(DEMO)
 
 test: venv lint typecheck
 	$(BIN)/pytest -q -n 2 --dist loadgroup

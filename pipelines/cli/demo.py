@@ -51,6 +51,13 @@ def demo_command(
     trigger_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Retrain trigger port.")
     ] = 9095,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Leave Prometheus, Alertmanager, gateway and trigger up afterwards (Ctrl-C).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run the closed loop on this machine and watch it live.
@@ -64,7 +71,7 @@ def demo_command(
     Ends with a timeline (also in OUT/timeline.json) and links to the run report and the
     decision records. Exit 0 when the retrained model was promoted, 3 when its canary was
     rolled back, 1 otherwise. Models go to OUT/bentoml (BENTOML_HOME), not your store."""
-    from kubeloop.pipelines.demo.loop import Options, run_demo
+    from kubeloop.pipelines.demo.loop import DemoResult, Options, run_demo
     from kubeloop.pipelines.demo.project import Ports
     from kubeloop.pipelines.demo.view import event_line, timeline_table
 
@@ -77,11 +84,19 @@ def demo_command(
     if len({gateway_port, prometheus_port, alertmanager_port, trigger_port}) < 4:
         raise KubeloopError("the four ports must differ")
     console = Console(stderr=as_json)
-    options = Options(rows=rows, seed=seed, steady_s=steady, rate=rate, timeout_s=timeout)
-    result = run_demo(out, ports, options, console)
-    if as_json:
-        print_json(result.to_json())
-    else:
+    options = Options(
+        rows=rows,
+        seed=seed,
+        steady_s=steady,
+        rate=rate,
+        timeout_s=timeout,
+        keep_running=keep_running,
+    )
+
+    def report(result: DemoResult) -> None:
+        if as_json:
+            print_json(result.to_json())
+            return
         console.rule("timeline")
         if console.is_terminal:
             console.print(timeline_table(result.events, result.onset_at))
@@ -93,6 +108,12 @@ def demo_command(
             console.print(f"drift onset → promoted retrained model: {minutes} min {seconds} s")
         console.print(f"{result.outcome}: {result.reason}")
         console.print(f"timeline: {result.timeline}")
+        console.print(
+            f"the demo's models: BENTOML_HOME={out.resolve() / 'bentoml'} kubeloop models list",
+            soft_wrap=True,
+        )
+
+    result = run_demo(out, ports, options, console, report)
     if result.outcome == "rolled_back":
         raise typer.Exit(EXIT_ROLLED_BACK)
     if result.outcome != "promoted":

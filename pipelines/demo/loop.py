@@ -29,7 +29,7 @@ from kubeloop.pipelines.demo.project import Ports, Project, prepare
 from kubeloop.pipelines.demo.stack import KUBELOOP, Stack
 from kubeloop.pipelines.demo.traffic import Replay, load_rows
 from kubeloop.pipelines.demo.view import event_line, live_view
-from kubeloop.pipelines.demo.watch import EPISODE_KEYS, Event, Snapshot, Watcher
+from kubeloop.pipelines.demo.watch import Event, Snapshot, Watcher
 
 Outcome = Literal["promoted", "rolled_back", "gate_failed", "failed", "timed_out"]
 TIMELINE_FILE = "timeline.json"
@@ -60,6 +60,7 @@ class Options:
     rate: float = 40.0  # requests per second
     timeout_s: float = 900.0  # drift onset -> give up
     label_delay_s: float = 5.0
+    keep_running: bool = False  # leave the services up after the loop ends, until Ctrl-C
 
 
 def train_first_model(project: Project, console: Console) -> str:
@@ -106,9 +107,10 @@ def run_demo(
     ports: Ports,
     options: Options,
     console: Console,
-    *,
-    on_start: Callable[[Project], None] | None = None,
+    report: Callable[[DemoResult], None],
 ) -> DemoResult:
+    """Run the demo; `report` shows the result while the services still run (with
+    ``options.keep_running`` they stay up after it until Ctrl-C)."""
     t0 = time.time()
     project = prepare(folder, ports, rows=options.rows, seed=options.seed)
     os.environ["BENTOML_HOME"] = str(project.bentoml_home)  # the registry reads it per call
@@ -127,7 +129,6 @@ def run_demo(
     watcher.events.append(Event(t0, "demo started: churn data written, loop spec generated"))
     watcher.mark("first-model", f"first model {first} trained and put in production")
     stack = Stack(project, env)
-    replay: Replay | None = None
     with ExitStack() as cleanup:
         cleanup.callback(stack.stop)
         cleanup.callback(watcher.close)
@@ -135,8 +136,6 @@ def run_demo(
             stack.start(stack.monitoring())
             stack.start(stack.loop())
         watcher.mark("stack", "Prometheus, Alertmanager, gateway, trigger and controller up")
-        if on_start is not None:
-            on_start(project)
         replay = Replay(
             f"http://127.0.0.1:{ports.gateway}",
             load_rows(spec, project.steady, shuffle=True, seed=options.seed),
@@ -147,12 +146,22 @@ def run_demo(
         replay.start()
         cleanup.callback(replay.stop)
         watcher.mark("traffic", f"replaying held-out traffic at {options.rate:g} requests/s")
-        outcome = _watch(console, watcher, stack, replay, drifted_rows, first, options)
-        onset = next((e.at for e in watcher.events if e.what.startswith("drift onset")), None)
-    production = watcher.last.production
+        kind, reason = _watch(console, watcher, stack, replay, drifted_rows, first, options)
+        replay.stop()
+        result = _result(project, watcher, first, kind, reason, replay)
+        report(result)
+        if options.keep_running:
+            _keep_running(console, stack, ports)
+    return result
+
+
+def _result(
+    project: Project, watcher: Watcher, first: str, kind: Outcome, reason: str, replay: Replay
+) -> DemoResult:
+    """The result, also written to ``timeline.json``."""
     finished = time.time()
-    kind, reason = outcome
     watcher.events.append(Event(finished, f"demo ended: {reason}"))
+    onset = next((e.at for e in watcher.events if e.what.startswith("drift onset")), None)
     promoted_at = next((e.at for e in watcher.events if e.what == "canary promoted"), None)
     result = DemoResult(
         outcome=kind,
@@ -161,13 +170,30 @@ def run_demo(
         finished_at=finished,
         seconds_to_promotion=(promoted_at - onset) if promoted_at and onset else None,
         first_model=first,
-        production=production,
-        traffic=replay.stats.summary() if replay is not None else {},
+        production=watcher.last.production,
+        traffic=replay.stats.summary(),
         events=watcher.events,
         timeline=str(project.folder / TIMELINE_FILE),
     )
     write_text_atomic(project.folder / TIMELINE_FILE, json.dumps(result.to_json(), indent=2))
     return result
+
+
+def _keep_running(console: Console, stack: Stack, ports: Ports) -> None:
+    console.print(
+        "still running (Ctrl-C stops everything): "
+        f"gateway http://127.0.0.1:{ports.gateway}, "
+        f"Prometheus http://127.0.0.1:{ports.prometheus}, "
+        f"Alertmanager http://127.0.0.1:{ports.alertmanager}, "
+        f"trigger http://127.0.0.1:{ports.trigger}/status",
+        soft_wrap=True,
+    )
+    try:
+        while True:
+            stack.check_alive()
+            time.sleep(2)
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def _watch(
@@ -195,7 +221,6 @@ def _watch(
                 replay.switch(drifted_rows, "drift")
                 onset = now
                 watcher.mark("onset", "drift onset: traffic switches to the shifted period")
-                watcher.forget(*EPISODE_KEYS)
             snap = watcher.poll()
             stage = "drifted traffic" if onset else "steady traffic"
             if console.is_terminal:

@@ -18,7 +18,6 @@ from kubeloop.components.core.spec import Spec
 from kubeloop.serving.drift.metrics import DRIFT_SCORE, DRIFT_WINDOW_DRIFTED, DRIFT_WINDOW_ROWS
 
 DRIFT_ALERT = "ModelDriftDetected"
-EPISODE_KEYS = ("drift", "alert-pending", "alert-firing")
 
 
 @dataclass
@@ -50,6 +49,9 @@ class Watcher:
         self.events: list[Event] = []
         self._seen: set[str] = set()
         self.last = Snapshot()
+        # Drift and the alert come and go (a false alarm clears): their changes are events.
+        self._drifted = False
+        self._alert: str | None = None
 
     def close(self) -> None:
         self.prometheus.close()
@@ -62,11 +64,6 @@ class Watcher:
 
     def seen(self, key: str) -> bool:
         return key in self._seen
-
-    def forget(self, *keys: str) -> None:
-        """Let `keys` be recorded again (the drift onset starts the episode that counts; a
-        false alarm before it stays in the timeline as what it was)."""
-        self._seen.difference_update(keys)
 
     # ------------------------------------------------------------------ reading
 
@@ -124,14 +121,24 @@ class Watcher:
 
     def record(self, snap: Snapshot) -> None:
         """Add the timeline events `snap` shows for the first time."""
-        if snap.drifted:
+        now = time.time()
+        if snap.drifted is not None and bool(snap.drifted) != self._drifted:
+            self._drifted = bool(snap.drifted)
             features = ", ".join(f"{f} PSI {v:.2f}" for f, v in snap.top_drift)
-            self.mark("drift", f"drift detected in the stable window ({features})")
+            self.events.append(
+                Event(now, f"drift detected in the stable window ({features})")
+                if self._drifted
+                else Event(now, "drift cleared: the stable window passes its checks again")
+            )
         state = snap.alerts.get(DRIFT_ALERT)
-        if state:
-            self.mark("alert-pending", f"alert {DRIFT_ALERT} pending (rule `for` running)")
-        if state == "firing":
-            self.mark("alert-firing", f"alert {DRIFT_ALERT} firing → Alertmanager → trigger")
+        if state != self._alert:
+            self._alert = state
+            what = {
+                "pending": "pending (the rule's `for` runs)",
+                "firing": "firing → Alertmanager → trigger",
+                None: "inactive",
+            }[state]
+            self.events.append(Event(now, f"alert {DRIFT_ALERT} {what}"))
         request = snap.request
         if request:
             alerts = ", ".join(sorted({a["name"] for a in request["alerts"]}))

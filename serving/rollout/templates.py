@@ -123,6 +123,11 @@ FEEDBACK_ERROR_SUM = MetricTemplate(
     f"sum(increase({_selector(GATEWAY_FEEDBACK_ABSOLUTE_ERROR + '_sum')}[{{window}}]))",
     "summed absolute error of the rows labelled in the window (regression)",
 )
+FEEDBACK_ERROR_BUCKETS = MetricTemplate(
+    "feedback_error_buckets",
+    f"sum by (le) (increase({_selector(GATEWAY_FEEDBACK_ABSOLUTE_ERROR + '_bucket')}[{{window}}]))",
+    "cumulative histogram of the absolute errors of the rows labelled in the window",
+)
 FEEDBACK_ERROR_COUNT = MetricTemplate(
     "feedback_error_count",
     f"sum(increase({_selector(GATEWAY_FEEDBACK_ABSOLUTE_ERROR + '_count')}[{{window}}]))",
