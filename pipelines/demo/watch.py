@@ -160,7 +160,8 @@ class Watcher:
                 "gate",
                 f"evaluation gate {verdict}: {run.get('primary_metric')} "
                 f"{run['metrics'].get(run.get('primary_metric') or '', float('nan')):.4f}"
-                + (f" ({reasons})" if reasons else ""),
+                + (f" ({reasons})" if reasons else "")
+                + _training_rows(run),
                 run.get("artifacts", {}).get("report"),
             )
         rollout = snap.rollout
@@ -173,3 +174,21 @@ class Watcher:
             )
             if rollout["phase"] in ("promoted", "rolled_back"):
                 self.mark(rollout["phase"], f"canary {rollout['phase']}", rollout["decision_file"])
+
+
+def _training_rows(run: dict[str, Any]) -> str:
+    """What the run ingested, from its ingest audit (kfp.local keeps task outputs side by
+    side: ``<pipeline root>/<pipeline run>/<task>/<output>``); empty if not found."""
+    import json
+
+    model = run.get("artifacts", {}).get("model")
+    if not model:
+        return ""
+    try:
+        audit = json.loads((Path(model).parents[1] / "ingest" / "audit").read_text())
+    except (OSError, ValueError):
+        return ""
+    return (
+        f"; ingested {audit.get('rows_out', '?')} rows, "
+        f"{audit.get('feedback_rows', 0)} of them labelled serving traffic"
+    )

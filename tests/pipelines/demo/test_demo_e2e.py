@@ -86,7 +86,9 @@ def test_one_retraining_on_labelled_traffic_then_one_promotion(
         assert len(runs) == 2  # the first model's run and the one retraining
         retrain = next(r for r in runs if r.run_id == request.run_id)
         assert retrain.status == "succeeded" and retrain.model_tag == result["production"]
-        audit = json.loads(Path(retrain.artifacts["ingest_audit"]).read_text())
+        # kfp.local's layout: <pipeline root>/<pipeline run>/<task>/<output>.
+        task_outputs = Path(retrain.artifacts["model"]).parents[1]
+        audit = json.loads((task_outputs / "ingest" / "audit").read_text())
         assert audit["feedback_rows"] > 0, audit
         rollout = RolloutStore(spec.rollouts_dir).load()
         assert rollout is not None and rollout.phase == "promoted"
@@ -98,3 +100,27 @@ def test_one_retraining_on_labelled_traffic_then_one_promotion(
         assert checks["live_quality_delta"]["value"] is not None, checks
     finally:
         os.environ.pop("BENTOML_HOME", None)
+
+
+def test_the_readme_read_back_commands_show_the_promotion(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
+    """After the demo: `BENTOML_HOME=<demo>/bentoml kubeloop models list` and
+    `kubeloop rollout history --spec <demo>/loop.yaml`, as the README says."""
+    folder, result = demo
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    assert "BENTOML_HOME=.kubeloop-demo/bentoml kubeloop models list" in readme
+    assert "kubeloop rollout history --spec .kubeloop-demo/loop.yaml" in readme
+    env = {**os.environ, "BENTOML_HOME": str(folder / "bentoml")}
+    kubeloop = [sys.executable, "-c", "from kubeloop.pipelines.cli.main import app; app()"]
+
+    def run(*args: str) -> Any:
+        done = subprocess.run([*kubeloop, *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    models = {m["tag"]: m["stage"] for m in run("models", "list", "--json")}
+    assert models[result["production"]] == "production"
+    assert models[result["first_model"]] != "production"
+    history = run("rollout", "history", "--spec", str(folder / "loop.yaml"), "--json")
+    assert [d["outcome"] for d in history] == ["promoted"]

@@ -19,7 +19,7 @@ from kubeloop.pipelines.demo.loop import _finished
 from kubeloop.pipelines.demo.project import LOOP_SPEC, Ports, prepare
 from kubeloop.pipelines.demo.stack import find_binary
 from kubeloop.pipelines.demo.traffic import load_rows
-from kubeloop.pipelines.demo.watch import EPISODE_KEYS, Snapshot, Watcher
+from kubeloop.pipelines.demo.watch import Snapshot, Watcher
 
 PORTS = Ports(gateway=13001, prometheus=19091, alertmanager=19094, trigger=19096)
 
@@ -66,27 +66,27 @@ def _snap(**changes: Any) -> Snapshot:
     return Snapshot(**changes)
 
 
-def test_timeline_keeps_a_false_alarm_before_the_onset_and_the_real_episode(
-    project: Any,
-) -> None:
+def test_timeline_shows_drift_and_the_alert_coming_and_going(project: Any) -> None:
     watcher = Watcher(load_spec(project.spec), "http://127.0.0.1:9")
     try:
-        watcher.record(_snap(drifted=1.0, top_drift=[("plan", 0.05)]))
+        watcher.record(_snap(drifted=0.0))
+        watcher.record(_snap(drifted=1.0, top_drift=[("plan", 0.05)]))  # a false alarm
         watcher.record(_snap(drifted=1.0, alerts={"ModelDriftDetected": "pending"}))
-        watcher.record(_snap(drifted=0.0))  # cleared: a false alarm
-        watcher.mark("onset", "drift onset")
-        watcher.forget(*EPISODE_KEYS)
+        watcher.record(_snap(drifted=0.0))  # cleared before the rule's `for` ran out
         watcher.record(_snap(drifted=1.0, top_drift=[("tenure_months", 0.7)]))
+        watcher.record(_snap(drifted=1.0, alerts={"ModelDriftDetected": "pending"}))
         watcher.record(_snap(drifted=1.0, alerts={"ModelDriftDetected": "firing"}))
-        whats = [e.what for e in watcher.events]
-        assert [w.split(" (")[0] for w in whats if w.startswith("drift detected")] == [
-            "drift detected in the stable window"
-        ] * 2
-        assert whats.index("drift onset") < max(
-            i for i, w in enumerate(whats) if w.startswith("drift detected")
-        )
-        assert sum(w.startswith("alert ModelDriftDetected pending") for w in whats) == 2
-        assert any(w.startswith("alert ModelDriftDetected firing") for w in whats)
+        watcher.record(_snap(drifted=1.0, alerts={"ModelDriftDetected": "firing"}))
+        assert [e.what.split(" (")[0].split(":")[0] for e in watcher.events] == [
+            "drift detected in the stable window",
+            "alert ModelDriftDetected pending",
+            "drift cleared",
+            "alert ModelDriftDetected inactive",
+            "drift detected in the stable window",
+            "alert ModelDriftDetected pending",
+            "alert ModelDriftDetected firing → Alertmanager → trigger",
+        ]
+        assert "tenure_months PSI 0.70" in watcher.events[4].what
     finally:
         watcher.close()
 
