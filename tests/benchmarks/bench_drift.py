@@ -14,9 +14,16 @@ Synthetic data (tests/serving/drift/synthetic.py): --numeric standard-normal fea
 * the same windows through Bonferroni on the same p-values (α / tests, uncalibrated), and
   through Evidently's default data drift preset (``DataDriftPreset``: per-column tests picked
   by Evidently, "any column drifted" and its dataset-drift verdict = half the columns) on the
-  first --evidently-windows windows of each kind (first reference; ~5 s CPU a check for
-  50 columns). Evidently is not a kubeloop dependency:
-  ``.venv/bin/pip install evidently`` to get that column; it is skipped when absent.
+  first --evidently-windows windows of each kind (first reference; ~2.7 s CPU a check for
+  50 columns). Evidently is not a kubeloop dependency and is skipped when absent; to get
+  that column without touching the venv's versions, install it beside the venv, pinned to
+  them, and drop the packages the venv already has (they would shadow its own):
+
+    .venv/bin/pip freeze --exclude-editable > /tmp/pins.txt
+    .venv/bin/pip install --target /tmp/evd-lib -c /tmp/pins.txt evidently
+    # then delete from /tmp/evd-lib every distribution listed in /tmp/pins.txt
+    PYTHONPATH=/tmp/evd-lib DO_NOT_TRACK=1 .venv/bin/python tests/benchmarks/bench_drift.py \
+        --windows 1000 --references 1 --evidently-windows 60
 
     .venv/bin/python tests/benchmarks/bench_drift.py
     .venv/bin/python tests/benchmarks/bench_drift.py --windows 300 --references 1  # quick
