@@ -70,6 +70,9 @@ def loop_overrides(ports: Ports) -> dict[str, Any]:
             "interval_s": 20,
             "min_requests": 20,
             "min_labels": 30,  # labelled rows per variant per window for live_quality_delta
+            # One noisy 20 s window (a pipeline run shares the two cores) is not a verdict;
+            # a canary that fails twice in a row is rolled back.
+            "failure_limit": 1,
             "deadline_s": 300,
             "analysis": [
                 {"name": "success_rate", "min": 0.99},
