@@ -123,7 +123,10 @@ def run_demo(
     from kubeloop.components.core.spec import load_spec
 
     spec = load_spec(project.spec)
-    console.print(f"demo folder {project.folder}; spec {project.spec}; logs {project.logs}/")
+    console.print(
+        f"demo folder {project.folder}; spec {project.spec}; logs {project.logs}/",
+        soft_wrap=True,
+    )
     first = train_first_model(project, console)
     watcher = Watcher(spec, f"http://127.0.0.1:{ports.prometheus}")
     watcher.events.append(Event(t0, "demo started: churn data written, loop spec generated"))
