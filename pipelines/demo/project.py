@@ -62,6 +62,10 @@ class Project:
 def loop_overrides(ports: Ports) -> dict[str, Any]:
     """The spec sections that make the loop quick on one machine."""
     return {
+        # Labelled serving traffic is the newest data, so a time split puts it in test and
+        # validation first: with 10 % each, the retraining trained on 21 of 2,984 drifted
+        # labelled rows (measured). 5 % each leaves it most of them.
+        "data": {"split": {"strategy": "time", "fractions": [0.9, 0.05, 0.05]}},
         "tune": {"trials": 4, "parallelism": 2, "epochs": 6},
         "serve": {
             "host": "127.0.0.1",

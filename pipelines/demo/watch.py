@@ -145,12 +145,6 @@ class Watcher:
             self.mark("accepted", f"trigger accepted retrain request {request['id']} ({alerts})")
             if request.get("run_id"):
                 self.mark("run", f"retraining run {request['run_id']} started")
-            if request["status"] == "done":
-                self.mark(
-                    "decided",
-                    f"retraining finished: {request['outcome']}",
-                    request.get("decision"),
-                )
         run = snap.run
         if run and run.get("gate"):
             gate = run["gate"]
@@ -163,6 +157,12 @@ class Watcher:
                 + (f" ({reasons})" if reasons else "")
                 + _training_rows(run),
                 run.get("artifacts", {}).get("report"),
+            )
+        if request and request["status"] == "done":
+            self.mark(
+                "decided",
+                f"retraining finished: {request['outcome']}",
+                request.get("decision"),
             )
         rollout = snap.rollout
         if rollout and self.seen("accepted"):
