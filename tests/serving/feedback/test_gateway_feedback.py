@@ -224,3 +224,21 @@ def test_asgi_feedback(client: Any) -> None:
     r = client.post("/feedback", content=b"a=1", headers={"content-type": "text/plain"})
     assert r.status_code == 415
     assert len(read_labels(client.spec.feedback_dir)) == 1
+
+
+def test_the_readme_feedback_example_joins_its_prediction(
+    make_spec: Callable[..., Spec], gateways: list[Any]
+) -> None:
+    """The README's curl body, sent after a prediction answered as `req-42`."""
+    import json
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    found = re.search(r"localhost:3000/feedback .*?\n\s*-d '(\{.*?\})'", readme, re.S)
+    assert found, "README feedback example not found"
+    body = json.loads(found[1])
+    g = gateway(gateways, make_spec())
+    run(g.predict(features=ROWS[0], request_id=body["labels"][0]["request_id"]))
+    out = feedback(g, body["labels"])
+    assert (out.received, out.joined) == (1, 1)
