@@ -25,14 +25,13 @@ from rich.console import Console
 
 from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.io import write_text_atomic
-from kubeloop.pipelines.demo.project import Ports, Project, prepare
+from kubeloop.pipelines.demo.project import TIMELINE_FILE, Ports, Project, prepare
 from kubeloop.pipelines.demo.stack import KUBELOOP, Stack
 from kubeloop.pipelines.demo.traffic import Replay, load_rows
 from kubeloop.pipelines.demo.view import event_line, live_view
 from kubeloop.pipelines.demo.watch import Event, Snapshot, Watcher
 
 Outcome = Literal["promoted", "rolled_back", "gate_failed", "failed", "timed_out"]
-TIMELINE_FILE = "timeline.json"
 
 
 @dataclass

@@ -15,11 +15,18 @@ from typing import Any
 
 import yaml
 
+from kubeloop.components.core.errors import KubeloopError
 from kubeloop.components.core.io import write_text_atomic
 
 LOOP_SPEC = "loop.yaml"
+TIMELINE_FILE = "timeline.json"
 # What a demo run leaves under its folder and removes before the next run.
 STATE_DIRS = (".kubeloop", "bentoml", "monitoring", "logs")
+# Everything a demo folder may hold: what `kubeloop data demo` and the demo write.
+DEMO_FILES = frozenset(
+    {*STATE_DIRS, "churn.csv", "churn_drift.csv", "kubeloop.yaml", "traffic.csv", LOOP_SPEC,
+     TIMELINE_FILE}
+)  # fmt: skip
 # The steady traffic is the training period's distribution drawn from another random stream:
 # rows no model has seen. As many rows as the training data: contract, plan and payment method
 # are drawn per customer (about 4 rows each), so a smaller population has a category mix of
@@ -94,6 +101,22 @@ def loop_overrides(ports: Ports) -> dict[str, Any]:
     }
 
 
+def _check_demo_folder(folder: Path) -> None:
+    """The demo clears and rewrites its folder: refuse one holding anything else (a project
+    of the user's, say), so that nothing of theirs is lost."""
+    if folder.exists() and not folder.is_dir():
+        raise KubeloopError(f"--out {folder}: not a folder")
+    if not folder.exists():
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_FILES)
+    if foreign:
+        raise KubeloopError(
+            f"--out {folder}: holds {', '.join(foreign[:5])}"
+            f"{' …' if len(foreign) > 5 else ''}, which the demo did not write; it clears "
+            "and rewrites its folder, so pick a new or empty one (default .kubeloop-demo)"
+        )
+
+
 def prepare(folder: Path, ports: Ports, *, rows: int, seed: int = 0) -> Project:
     """Write the demo data (same seed, same data) and the loop spec; clear the state a
     previous demo run left in `folder`."""
@@ -101,6 +124,7 @@ def prepare(folder: Path, ports: Ports, *, rows: int, seed: int = 0) -> Project:
     from kubeloop.components.datasets.churn import generate, write_demo
 
     folder = folder.resolve()
+    _check_demo_folder(folder)
     for name in STATE_DIRS:
         shutil.rmtree(folder / name, ignore_errors=True)
     paths = write_demo(folder, rows=rows, seed=seed, drift=True)

@@ -147,3 +147,25 @@ def test_help_explains_the_loop() -> None:
 def test_loop_spec_is_valid_yaml_with_a_header(project: Any) -> None:
     doc = yaml.safe_load(project.spec.read_text())
     assert doc["name"] == "churn" and doc["data"]["source"] == "churn.csv"
+
+
+def test_a_folder_with_files_the_demo_did_not_write_is_refused(tmp_path: Path) -> None:
+    project = tmp_path / "my-project"
+    (project / ".kubeloop" / "runs").mkdir(parents=True)
+    (project / "kubeloop.yaml").write_text("name: mine\n")
+    (project / "data.csv").write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(app, ["demo", "--out", str(project), "--gateway-port", "19302"])
+    assert result.exit_code == 1
+    assert "data.csv" in result.output and "new or empty" in result.output
+    # Nothing of theirs was touched.
+    assert (project / ".kubeloop" / "runs").is_dir()
+    assert (project / "kubeloop.yaml").read_text() == "name: mine\n"
+    assert sorted(p.name for p in project.iterdir()) == [".kubeloop", "data.csv", "kubeloop.yaml"]
+
+
+def test_a_folder_from_kubeloop_data_demo_is_reused(tmp_path: Path) -> None:
+    from kubeloop.components.datasets.churn import write_demo
+
+    write_demo(tmp_path / "d", rows=2000, drift=True)
+    project = prepare(tmp_path / "d", PORTS, rows=2000)
+    assert project.spec.is_file() and project.steady.is_file()
