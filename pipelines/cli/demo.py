@@ -75,14 +75,14 @@ def demo_command(
     from kubeloop.pipelines.demo.project import Ports
     from kubeloop.pipelines.demo.view import event_line, timeline_table
 
+    if len({gateway_port, prometheus_port, alertmanager_port, trigger_port}) < 4:
+        raise KubeloopError("the four ports must differ")
     ports = Ports(
         gateway=_check_free(gateway_port, "gateway", "--gateway-port"),
         prometheus=_check_free(prometheus_port, "Prometheus", "--prometheus-port"),
         alertmanager=_check_free(alertmanager_port, "Alertmanager", "--alertmanager-port"),
         trigger=_check_free(trigger_port, "retrain trigger", "--trigger-port"),
     )
-    if len({gateway_port, prometheus_port, alertmanager_port, trigger_port}) < 4:
-        raise KubeloopError("the four ports must differ")
     console = Console(stderr=as_json)
     options = Options(
         rows=rows,

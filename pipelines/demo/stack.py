@@ -71,8 +71,11 @@ class Service:
             )
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        if self.ready_url is None:  # nothing to ask: alive is all we can check
+            self.check_alive()
+            return
         deadline = time.monotonic() + timeout_s
-        while self.ready_url is not None:
+        while True:
             self.check_alive()
             try:
                 if httpx.get(self.ready_url, timeout=2).status_code == 200:

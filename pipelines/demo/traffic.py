@@ -49,7 +49,7 @@ def load_rows(spec: Spec, path: Path, *, shuffle: bool = False, seed: int = 0) -
     else:
         table = table.sort_values(d.timestamp_column, kind="stable")
     drop = {d.label, d.entity, d.timestamp, d.entity_column, d.timestamp_column}
-    features = [c for c in table.columns if c not in drop and not c.startswith("_")]
+    features = [c for c in table.columns if c not in drop]
     values = table[features].astype(object).where(table[features].notna(), None)
     labels = table[d.label].tolist()
     return [

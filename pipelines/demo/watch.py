@@ -7,6 +7,7 @@ model registry — so the demo watches the same things an operator would.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,8 +180,6 @@ class Watcher:
 def _training_rows(run: dict[str, Any]) -> str:
     """What the run ingested, from its ingest audit (kfp.local keeps task outputs side by
     side: ``<pipeline root>/<pipeline run>/<task>/<output>``); empty if not found."""
-    import json
-
     model = run.get("artifacts", {}).get("model")
     if not model:
         return ""

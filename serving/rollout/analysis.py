@@ -75,6 +75,17 @@ def _judge(value: float | None, lo: float | None, hi: float | None) -> bool | No
     return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
+def _single_query(check: AnalysisCheck, args: dict[str, str]) -> str:
+    """The one-number PromQL of a check: a built-in template or the spec's own query."""
+    if check.name == "success_rate":
+        canary = {"variant": "canary", "model": args["canary"], "window": args["window"]}
+        return SUCCESS_RATE.render(**canary)
+    if check.name == "latency_p99_ratio":
+        return LATENCY_P99_RATIO.render(**args)
+    assert check.query is not None  # the spec requires a query for non-built-ins
+    return fill(check.query, {**args, "model": args["canary"]})
+
+
 class Analysis:
     """Runs ``serve.analysis`` for one (stable, canary) pair of model tags."""
 
@@ -160,28 +171,12 @@ class Analysis:
             return self._psi(check, args)
         if check.name == "live_quality_delta":
             value, query, note = quality_delta(self.prometheus, args, self.serve.min_labels)
-            return CheckResult(
-                name=check.name,
-                query=query,
-                value=value,
-                min=check.min,
-                max=check.max,
-                passed=_judge(value, check.min, check.max),
-                note=note,
-            )
-        if check.name == "success_rate":
-            canary = {"variant": "canary", "model": args["canary"], "window": args["window"]}
-            query = SUCCESS_RATE.render(**canary)
-        elif check.name == "latency_p99_ratio":
-            query = LATENCY_P99_RATIO.render(**args)
         else:
-            assert check.query is not None  # the spec requires a query for non-built-ins
-            query = fill(check.query, {**args, "model": args["canary"]})
-        note = ""
-        try:
-            value = _finite(self.prometheus.value(query))
-        except QueryError as err:  # a spec check that Prometheus refuses: no data, say why
-            value, note = None, str(err)
+            query, note = _single_query(check, args), ""
+            try:
+                value = _finite(self.prometheus.value(query))
+            except QueryError as err:  # a spec check that Prometheus refuses: no data, say why
+                value, note = None, str(err)
         return CheckResult(
             name=check.name,
             query=query,

@@ -71,35 +71,32 @@ def test_drift_to_promotion_without_a_manual_step(demo: tuple[Path, dict[str, An
 
 
 def test_one_retraining_on_labelled_traffic_then_one_promotion(
-    demo: tuple[Path, dict[str, Any]],
+    demo: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder, result = demo
-    os.environ["BENTOML_HOME"] = str(folder / "bentoml")
-    try:
-        spec = load_spec(folder / "loop.yaml")
-        requests = TriggerStore(Path(spec.workdir) / "trigger").load().requests
-        assert len(requests) == 1, [r.id for r in requests]
-        request = requests[0]
-        assert request.outcome == "canary_started"
-        assert "ModelDriftDetected" in {a.name for a in request.alerts}
-        runs = RunStore.for_spec(spec).list()
-        assert len(runs) == 2  # the first model's run and the one retraining
-        retrain = next(r for r in runs if r.run_id == request.run_id)
-        assert retrain.status == "succeeded" and retrain.model_tag == result["production"]
-        # kfp.local's layout: <pipeline root>/<pipeline run>/<task>/<output>.
-        task_outputs = Path(retrain.artifacts["model"]).parents[1]
-        audit = json.loads((task_outputs / "ingest" / "audit").read_text())
-        assert audit["feedback_rows"] > 0, audit
-        rollout = RolloutStore(spec.rollouts_dir).load()
-        assert rollout is not None and rollout.phase == "promoted"
-        assert rollout.canary == result["production"]
-        decision = json.loads(Path(rollout.decision_file or "").read_text())
-        assert decision["outcome"] == "promoted" and decision["trigger"] == "analysis"
-        checks = {c["name"]: c for a in decision["analyses"] for c in a["checks"]}
-        # The canary was judged on ground truth too: labels reached the analysis.
-        assert checks["live_quality_delta"]["value"] is not None, checks
-    finally:
-        os.environ.pop("BENTOML_HOME", None)
+    monkeypatch.setenv("BENTOML_HOME", str(folder / "bentoml"))
+    spec = load_spec(folder / "loop.yaml")
+    requests = TriggerStore(Path(spec.workdir) / "trigger").load().requests
+    assert len(requests) == 1, [r.id for r in requests]
+    request = requests[0]
+    assert request.outcome == "canary_started"
+    assert "ModelDriftDetected" in {a.name for a in request.alerts}
+    runs = RunStore.for_spec(spec).list()
+    assert len(runs) == 2  # the first model's run and the one retraining
+    retrain = next(r for r in runs if r.run_id == request.run_id)
+    assert retrain.status == "succeeded" and retrain.model_tag == result["production"]
+    # kfp.local's layout: <pipeline root>/<pipeline run>/<task>/<output>.
+    task_outputs = Path(retrain.artifacts["model"]).parents[1]
+    audit = json.loads((task_outputs / "ingest" / "audit").read_text())
+    assert audit["feedback_rows"] > 0, audit
+    rollout = RolloutStore(spec.rollouts_dir).load()
+    assert rollout is not None and rollout.phase == "promoted"
+    assert rollout.canary == result["production"]
+    decision = json.loads(Path(rollout.decision_file or "").read_text())
+    assert decision["outcome"] == "promoted" and decision["trigger"] == "analysis"
+    checks = {c["name"]: c for a in decision["analyses"] for c in a["checks"]}
+    # The canary was judged on ground truth too: labels reached the analysis.
+    assert checks["live_quality_delta"]["value"] is not None, checks
 
 
 def test_the_readme_read_back_commands_show_the_promotion(
