@@ -4,8 +4,8 @@ Built-in kinds are checked against the strict schemas bundled with ``kubernetes-
 (unknown fields are errors), exactly as ``kubernetes_validate.validate(obj, v, strict=True)``
 does; the schemas and their shared definitions are loaded once per version here, because that
 function re-reads the 1.4 MB definitions file on every call. Custom resources go through the
-``openAPIV3Schema`` of their CRD from ``../shared/k8s-crds`` (or ``$KUBELOOP_CRD_DIR``), made
-strict the same way: every object schema that lists its properties gets
+``openAPIV3Schema`` of their CRD (from ``$KUBELOOP_CRD_DIR``, ``../shared/k8s-crds``, else
+``crds/`` here), made strict the same way: every object schema that lists its properties gets
 ``additionalProperties: false``, which is what the API server's strict field validation does
 for a structural schema.
 """
@@ -23,7 +23,12 @@ import yaml
 
 from tests.k8s.chart import REPO, Obj
 
-CRD_DIR = Path(os.environ.get("KUBELOOP_CRD_DIR", REPO.parent / "shared" / "k8s-crds"))
+# $KUBELOOP_CRD_DIR, else the workspace's shared copy, else the one kept beside this file.
+_SHARED_CRDS = REPO.parent / "shared" / "k8s-crds"
+CRD_DIR = Path(
+    os.environ.get("KUBELOOP_CRD_DIR")
+    or (_SHARED_CRDS if _SHARED_CRDS.is_dir() else Path(__file__).with_name("crds"))
+)
 
 
 def _strict(schema: Any) -> Any:
